@@ -14,8 +14,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as _st_load, save_file as _st_save
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'LoraSpec', 'LoraGenome', 'load_adapter', 'save_adapter', 'genome_from_model',
-           'set_model_genome', 'check_compatible', 'random_lora_model']
+__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'LoraSpec', 'LoraGenome', 'toy_genome', 'load_adapter', 'save_adapter',
+           'genome_from_model', 'set_model_genome', 'check_compatible', 'random_lora_model']
 
 # %% ../nbs/00_genome.ipynb #3aa6bc57
 _REFUSED = {  # adapter_config field -> (value that is fine, why anything else is refused)
@@ -121,7 +121,7 @@ def _scalar(x) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real): raise TypeError(f"expected a real scalar, got {type(x).__name__}")
     return float(x)
 
-# %% ../nbs/00_genome.ipynb #5df1e152
+# %% ../nbs/00_genome.ipynb #54bfabb6
 class LoraGenome(collections.abc.Mapping):
     "An individual: PEFT LoRA tensor name -> float32 CPU tensor, ordered and immutable."
     __slots__ = ("_t", "spec", "_digest")
@@ -186,7 +186,7 @@ class LoraGenome(collections.abc.Mapping):
             h.update(json.dumps({"spec": spec}).encode() + b"\0")
             for k, v in self._t.items():
                 h.update(json.dumps([k, list(v.shape), str(v.dtype)]).encode() + b"\0")
-                h.update(v.numpy().tobytes())
+                h.update((v + 0.0).numpy().tobytes())  # + 0.0 turns -0.0 into 0.0: equal digests <=> torch.equal
             object.__setattr__(self, "_digest", h.hexdigest())
         return self._digest
     def __eq__(self, other): return isinstance(other, LoraGenome) and self.digest() == other.digest()
@@ -267,7 +267,27 @@ class LoraGenome(collections.abc.Mapping):
         if self.spec is None: raise ValueError("delta_weights needs the genome's LoraSpec for the scaling alpha / r")
         return {m: self.spec.scaling * (B @ A) for m, (A, B) in self.lora_pairs().items()}
 
-# %% ../nbs/00_genome.ipynb #564da23d
+# %% ../nbs/00_genome.ipynb #7736e80e
+def toy_genome(
+    seed: int = 0,                               # seed of the genome's own torch.Generator
+    layers: int = 2,                             # number of decoder layers
+    r: int = 2,                                  # LoRA rank
+    dim: int = 8,                                # in and out features of every adapted module
+    targets: Sequence[str] = ("q_proj", "v_proj"),  # adapted modules in each layer
+    scale: float = 0.1,                          # standard deviation of the entries of A and B
+    base_model: str = "toy",                     # spec.base_model
+) -> LoraGenome:
+    "A random LoRA genome with PEFT names (`base_model.model.model.layers.{i}.self_attn.{m}.lora_{A,B}.weight`)."
+    gen = torch.Generator().manual_seed(seed)
+    t = {}
+    for i in range(layers):
+        for m in targets:
+            p = f"base_model.model.model.layers.{i}.self_attn.{m}"
+            t[f"{p}.lora_A.weight"] = torch.randn(r, dim, generator=gen) * scale
+            t[f"{p}.lora_B.weight"] = torch.randn(dim, r, generator=gen) * scale
+    return LoraGenome(t, LoraSpec(base_model, r=r, lora_alpha=2 * r, target_modules=tuple(targets)))
+
+# %% ../nbs/00_genome.ipynb #adf0d2d1
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 
 def load_adapter(
@@ -312,7 +332,7 @@ def load_adapter(
     try: return LoraGenome(tensors, spec)
     except ValueError as e: raise ValueError(f"{st_file}: {e}") from e
 
-# %% ../nbs/00_genome.ipynb #84a92b85
+# %% ../nbs/00_genome.ipynb #691ddb02
 def save_adapter(
     genome: LoraGenome,              # the individual to write; needs a spec (r, alpha, targets, base model)
     path: str | os.PathLike,         # target directory (created; its parent must exist or is created)
@@ -343,7 +363,7 @@ def save_adapter(
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return path
 
-# %% ../nbs/00_genome.ipynb #8e4a4a61
+# %% ../nbs/00_genome.ipynb #943b0c19
 def genome_from_model(peft_model, adapter_name: str = "default") -> LoraGenome:
     "The LoRA tensors of `adapter_name` in a `PeftModel`, as a genome with its spec."
     from peft import get_peft_model_state_dict
@@ -378,7 +398,7 @@ def check_compatible(genomes: Sequence[LoraGenome]) -> None:
         try: g0._check_same(g, what=f"genome 0 and genome {i}")
         except ValueError as e: raise ValueError(str(e)) from None
 
-# %% ../nbs/00_genome.ipynb #b3dc0f45
+# %% ../nbs/00_genome.ipynb #58f0607b
 def random_lora_model(model, spec: LoraSpec, seed: int = 0, scale: float = 0.02):
     "Wrap `model` with a fresh LoRA adapter and give lora_B seeded random values (PEFT initialises B to zero)."
     from peft import get_peft_model
