@@ -319,7 +319,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
     bar.close()
     return _finish(pop, best, tasks, weights, config, evaluator, run_dir, counters, history)
 
-# %% ../nbs/08_evolution.ipynb #e9308830
+# %% ../nbs/08_evolution.ipynb #51250405
 FREE_TEXT_METRICS = ("bleu", "exact_match", "f1", "pass@1")
 
 def is_free_text(task) -> bool:
@@ -344,17 +344,23 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
                 ms = [res.scores[1 + j][t.name] for j in range(len(members))]
                 preds = ensemble_predict([m.predictions for m in ms], free_text=is_free_text(t))
                 exs = evaluator.examples(t, split)
-                scores[t.name] = float(t.score(preds, exs)[t.metric])
+                sc = t.score(preds, exs)
+                scores[t.name] = float(sc[t.metric])
                 if split == "test":
+                    b = res.scores[0][t.name]
                     for j, e in enumerate(exs):
-                        rows.append(dict(task=t.name, id=e.id, best=res.scores[0][t.name].predictions[j], ensemble=preds[j],
+                        rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
+                                         best_score=b.per_example[j] if b.per_example else None, ensemble=preds[j],
+                                         ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
                                          members=[m.predictions[j] for m in ms]))
             ens[split] = scores
         final["ensemble"] = ens
     else:
         for t in tasks:
+            b = test.scores[0][t.name]
             for j, e in enumerate(evaluator.examples(t, "test")):
-                rows.append(dict(task=t.name, id=e.id, best=test.scores[0][t.name].predictions[j]))
+                rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
+                                 best_score=b.per_example[j] if b.per_example else None))
     atomic_write(run_dir / "predictions_test.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     for ind, sub in [(best, "best")] + [(m, f"member{j}") for j, m in enumerate(members)]:
         save_adapter(ind.genome, run_dir / "adapters" / sub, overwrite=True)
