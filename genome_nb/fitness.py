@@ -13,7 +13,7 @@ from typing import Sequence
 from .engines import Engine
 
 # %% auto #0
-__all__ = ['fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'Evaluator']
+__all__ = ['fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -176,3 +176,36 @@ class Evaluator:
         total = sum(weights)
         fit = [sum(w * s[t.name].fitness for w, t in zip(weights, tasks)) / total for s in scores]
         return EvalResult(digests=digests, scores=scores, fitness=fit)
+
+# %% ../nbs/07_fitness.ipynb #18f15b75
+def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "validation", mode: str = "choice") -> dict:
+    "Bare vs population throughput of `engine` on `n` prompts of `task` (one JSON-able dict)."
+    import time as _t
+    ev = Evaluator(engine, mode={task.name: mode}, n_val=n, n_test=n)
+    exs, texts, labels = ev._prepare(task, split)
+    run = (lambda gs: engine.score_choices(gs, texts, labels)) if mode == "choice" else \
+          (lambda gs: engine.generate(gs, texts, max_new_tokens=task.max_new_tokens))
+    run([None])  # warm-up (allocations, kernels)
+    bare_s = pop_s = 0.0
+    s0 = EngineStatsSnapshot(engine)
+    for g in genomes:
+        t0 = _t.perf_counter(); run([None]); bare_s += _t.perf_counter() - t0
+        t0 = _t.perf_counter(); run([g]); pop_s += _t.perf_counter() - t0
+    d = s0.delta()
+    seqs = len(texts) * len(genomes)
+    return dict(task=task.name, split=split, mode=mode, prompts=len(texts), genomes=len(genomes),
+                engine=type(engine).__name__, fingerprint=engine.fingerprint,
+                bare_seq_per_s=round(seqs / bare_s, 3), population_seq_per_s=round(seqs / pop_s, 3),
+                population_over_bare=round(bare_s / pop_s, 4),
+                padding_waste=round(d["tokens_padded"] / max(1, d["tokens_padded"] + d["tokens_computed"]), 4),
+                tokens_computed=d["tokens_computed"] // 2, tokens_naive=d["tokens_naive"] // 2,
+                computed_over_naive=round(d["tokens_computed"] / max(1, d["tokens_naive"]), 4),
+                apply_ms_per_genome=round(1000 * d["apply_seconds"] / max(1, d["applies"]), 2))
+
+class EngineStatsSnapshot:
+    "The difference of an engine's counters since the snapshot was taken."
+    def __init__(self, engine):
+        self.engine, self.start = engine, dict(engine.stats.as_dict())
+    def delta(self) -> dict:
+        now = self.engine.stats.as_dict()
+        return {k: now[k] - self.start[k] for k in now if isinstance(now[k], (int, float))}
