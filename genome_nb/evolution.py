@@ -319,7 +319,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
     bar.close()
     return _finish(pop, best, tasks, weights, config, evaluator, run_dir, counters, history)
 
-# %% ../nbs/08_evolution.ipynb #51250405
+# %% ../nbs/08_evolution.ipynb #3d5cd547
 FREE_TEXT_METRICS = ("bleu", "exact_match", "f1", "pass@1")
 
 def is_free_text(task) -> bool:
@@ -330,7 +330,9 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
     members = _topk(pop, config.top_k) if config.use_ensemble else []
     val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
     test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
+    t_final = time.perf_counter()
     final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
+                 metrics={t.name: t.metric for t in tasks},
                  best=dict(id=best.id, digest=best.genome.digest(), origin=best.origin, fitness=val.fitness[0],
                            validation={t.name: val.scores[0][t.name].score for t in tasks},
                            test={t.name: test.scores[0][t.name].score for t in tasks}, test_fitness=test.fitness[0]),
@@ -364,7 +366,11 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
     atomic_write(run_dir / "predictions_test.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     for ind, sub in [(best, "best")] + [(m, f"member{j}") for j, m in enumerate(members)]:
         save_adapter(ind.genome, run_dir / "adapters" / sub, overwrite=True)
+    opt = sum(h["seconds"] for h in history)
+    final_eval = time.perf_counter() - t_final
     write_json(run_dir / "budget.json", dict(evaluator=dataclasses.asdict(evaluator.budget),
-                                            engine=evaluator.engine.stats.as_dict(), logical_evaluations=counters["evaluations"]))
+                                            engine=evaluator.engine.stats.as_dict(), logical_evaluations=counters["evaluations"],
+                                            seconds=dict(optimisation=round(opt, 3), final_eval=round(final_eval, 3),
+                                                         total=round(opt + final_eval, 3))))
     write_json(run_dir / "final.json", final)
     return final
