@@ -514,13 +514,14 @@ def _params(method: str) -> dict:
     from genome_nb.merge import get_merge_method
     return get_merge_method(method).parameters
 
-# %% ../nbs/11_baselines.ipynb #b2d08b56
+# %% ../nbs/11_baselines.ipynb #328825f3
 @dataclass
 class PackLLMConfig(BaselineConfig):
     "Pack of LLMs: temperature, fusion mode, static merge."
     method: ClassVar[str] = "pack_of_llms"
     sources: ClassVar[dict] = {"tau": "PackLLM code (PackLLM-sim tau=1)", "mode": "paper §4.1 (per prompt)",
-                               "top_k": "released GENOME code (topK=5)", "static_merge_method": "linear"}
+                               "top_k": "released GENOME code (topK=5)",
+                               "static_merge_method": "not specified; ours: weights λ̄ renormalised over the top-k"}
     tau: float = 1.0                    # τ of softmax(−log ppl / τ)
     mode: str = "per_query"             # "per_query" (choice-mode tasks; generate-mode ones fall back to static) or "static"
     top_k: int = 5                      # static: experts merged (by mean weight λ̄)
