@@ -24,7 +24,7 @@ __all__ = ['METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'H
 # %% ../nbs/12_analysis.ipynb #09437051
 METHOD_LABELS = {  # method name in final.json → row label, in the order of the paper's Table 1
     "best_single": "Best Single", "data_merge": "Data Merge", "dare_ties": "DARE_TIES",
-    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3_lora": "MERGE³-LoRA",
+    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3": "MERGE³-LoRA",
     "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "genome": "GENOME", "genome_plus": "GENOME+"}
 
 TASK_LABELS = {  # task name → column label, in the order of the paper's Table 1, then the other tasks

@@ -14,7 +14,7 @@ __all__ = ['PROFILES', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_en
            'run_dir_for', 'reported', 'results_table', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
            'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #e1780389
+# %% ../nbs/13_cli.ipynb #38324c51
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -28,6 +28,7 @@ class Profile:
     n_val: int | None = None         # validation examples per task (None: the whole 200)
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
+    baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
     batch_tokens: int = 4096
 
@@ -46,11 +47,15 @@ class Profile:
             if k in d: d[k] = tuple(d[k])
         from genome_nb.evolution import GenomeConfig
         GenomeConfig.from_dict(d.get("genome", {}))  # validates the overrides now, naming any bad field
+        from genome_nb.baselines import baseline_config
+        for m, over in d.get("baselines", {}).items(): baseline_config(m, over)
         return cls(**d)
 
 PROFILES = {
     "smoke": Profile("smoke", base="tiny-random", dtype="fp32", experts="random:4", tasks=("toy",), n_val=8, n_test=8,
-                     genome=dict(population_size=4, iterations=2, top_k=2), seeds=(41, 42)),
+                     genome=dict(population_size=4, iterations=2, top_k=2), seeds=(41, 42),
+                     baselines=dict(lorahub=dict(budget=6), merge3=dict(population=4, generations=2, n_anchors=4),
+                                    model_swarms=dict(iterations=2))),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
                          n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47)),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
@@ -116,7 +121,7 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
     rid = f"{method}-{'+'.join(tasks)}-s{seed}" + (f"-{tag}" if tag else "")
     return Path(root) / profile.name / experiment / rid
 
-# %% ../nbs/13_cli.ipynb #73efe2d6
+# %% ../nbs/13_cli.ipynb #5cc250ea
 def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[str], seeds: Sequence[int], root,
                  experiment: str, overrides: dict | None = None, progress: bool = True, cache_root=None) -> list[dict]:
     "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
@@ -142,8 +147,9 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
                                progress=progress, extra_config=extra)
             else:
                 from genome_nb.baselines import run_baseline
-                final = run_baseline(method, experts, tasks, GenomeConfig.from_dict(cfg_d), ev, rd,
-                                     data_merge_adapter=merged, progress=progress, extra_config=extra)
+                bcfg = {**profile.baselines.get(method, {}), **(overrides or {}), "seed": seed}
+                kw = dict(adapter=merged) if method == "data_merge" else {}
+                final = run_baseline(method, experts, tasks, bcfg, ev, rd, progress=progress, extra_config=extra, **kw)
             rows.append(dict(method=method, seed=seed, run_dir=str(rd), final=final, seconds=time.perf_counter() - t0))
     return rows
 
