@@ -310,6 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     return args.func(args)
 
-# %% ../nbs/13_cli.ipynb #53218089
-from fastcore.imports import IN_NOTEBOOK
-if __name__ == "__main__" and not IN_NOTEBOOK: sys.exit(main())  # `python -m genome_nb.cli ...`
+# %% ../nbs/13_cli.ipynb #d98e56c4
+#| eval: false
+if __name__ == "__main__": sys.exit(main())
