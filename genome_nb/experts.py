@@ -427,7 +427,7 @@ def _versions() -> dict:
     import genome_nb
     return dict(genome_nb=genome_nb.__version__, torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__)
 
-# %% ../nbs/10_experts.ipynb #f8a0b155
+# %% ../nbs/10_experts.ipynb #78e7ad3e
 def _prepare(tok, rows: Sequence[dict], config: ExpertConfig):
     "Tokenize rows; return (encodings, ids used, ids dropped, step plan)."
     encs, used, dropped = [], [], []
@@ -473,6 +473,7 @@ def train_expert(
         lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.target_modules),
                           lora_dropout=config.dropout, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
+        model.peft_config["default"].base_model_name_or_path = _base_id(base)  # recorded in adapter_config.json
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         sched = get_scheduler(config.schedule, opt, num_warmup_steps=math.ceil(config.warmup_ratio * len(plan)),

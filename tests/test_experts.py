@@ -219,6 +219,7 @@ def test_train_expert_writes_a_loadable_deterministic_adapter(tmp_path, tiny):
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in w1.items())  # B moved off zero
     model = peft.PeftModel.from_pretrained(load_base(TINY)[0], d1)
     assert model.peft_config["default"].r == 8 and model.peft_config["default"].lora_alpha == 16
+    assert model.peft_config["default"].base_model_name_or_path == TINY
     assert set(model.peft_config["default"].target_modules) == {"q_proj", "v_proj"}
     info = json.loads((d1 / "training.json").read_text())
     assert info["source"] == "toy" and info["steps"] == 2 and info["examples"] == 6 and len(info["loss"]) == 2
