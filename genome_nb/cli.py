@@ -14,7 +14,7 @@ __all__ = ['PROFILES', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_en
            'run_dir_for', 'reported', 'results_table', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
            'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #38324c51
+# %% ../nbs/13_cli.ipynb #4ff4906c
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -29,8 +29,10 @@ class Profile:
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
     baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
+    expert_config: dict = field(default_factory=dict)  # ExpertConfig overrides for building the experts
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
     batch_tokens: int = 4096
+    train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -57,7 +59,8 @@ PROFILES = {
                      baselines=dict(lorahub=dict(budget=6), merge3=dict(population=4, generations=2, n_anchors=4),
                                     model_swarms=dict(iterations=2))),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
-                         n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47)),
+                         n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47),
+                         expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
                      tasks=("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp"),
                      mode="generate"),
@@ -73,7 +76,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     except json.JSONDecodeError as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
     return Profile.from_dict(d, where=str(p))
 
-# %% ../nbs/13_cli.ipynb #8f4a0230
+# %% ../nbs/13_cli.ipynb #5d0a8f16
 def make_engine(profile: Profile):
     "The profile's inference engine."
     if profile.engine == "vllm":
@@ -96,9 +99,10 @@ def make_experts(profile: Profile, build: bool = True, progress: bool = True) ->
         gs = {f"random{s}": genome_from_model(random_lora_model(copy.deepcopy(base), spec, seed=s, scale=0.5)) for s in range(n + 1)}
         merged = gs.pop(f"random{n}")
         return gs, merged
-    from genome_nb.experts import DATA_MERGE, EXPERTS, expert_dirs, train_experts
+    from genome_nb.experts import DATA_MERGE, EXPERTS, ExpertConfig, expert_dirs, train_experts
     if profile.experts == "built":
-        if build: train_experts(profile.base, progress=progress)
+        if build: train_experts(profile.base, config=ExpertConfig.from_dict(profile.expert_config), progress=progress,
+                                threads=profile.train_threads)
         dirs = expert_dirs("built", base=profile.base, names=list(EXPERTS) + [DATA_MERGE])
     else:
         dirs = expert_dirs(profile.experts, base=profile.base)
