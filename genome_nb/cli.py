@@ -12,7 +12,7 @@ from typing import Sequence
 # %% auto #0
 __all__ = ['PROFILES', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts', 'make_tasks',
            'run_dir_for', 'reported', 'results_table', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
-           'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser', 'main']
+           'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #4ff4906c
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def baseline_cmd(args) -> int:
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
-# %% ../nbs/13_cli.ipynb #dc810780
+# %% ../nbs/13_cli.ipynb #714c4f4c
 def bench_cmd(args) -> int:
     "Engine throughput on a real task: bare model vs a population of random genomes (prints one JSON object)."
     import copy
@@ -210,6 +210,26 @@ def experts_cmd(args) -> int:
     "Train (or find already trained) the ten experts and the Data Merge adapter."
     from genome_nb.experts import build_experts_main
     return build_experts_main(args.rest) or 0
+
+def capabilities_cmd(args) -> int:
+    "Score every expert and the base model on the profile's multiple-choice tasks; CSV + rank heatmap."
+    from genome_nb.analysis import plot_capability_heatmap
+    from genome_nb.experts import CAPABILITY_TASKS, capability_map
+    from genome_nb.fitness import Evaluator
+    from genome_nb.evolution import atomic_write
+    profile = load_profile(args.profile)
+    names = args.task or (list(profile.tasks) if profile.name == "smoke" else list(CAPABILITY_TASKS))
+    experts, merged = make_experts(profile)
+    if merged is not None: experts = {**experts, "data_merge": merged}
+    out = Path(args.results) / profile.name / "experts"
+    ev = Evaluator(make_engine(profile), mode=profile.mode, n_val=profile.n_val, run_dir=out)
+    df = capability_map(experts, make_tasks(names), ev)
+    atomic_write(out / "capabilities.csv", df.to_csv(index=False, float_format="%.4f"))
+    fig = Path(args.figures) / f"capabilities_{profile.name}.png"
+    plot_capability_heatmap(df[df.expert != "base"], fig)
+    print(df.pivot(index="expert", columns="task", values="score").round(3).to_string())
+    print(f"\n{out / 'capabilities.csv'}\n{fig}")
+    return 0
 
 def splits_cmd(args) -> int:
     "Build the seeded validation/test splits of every dataset and print their sizes."
@@ -269,7 +289,7 @@ def quickstart(args) -> int:
           f"\nwall time {time.perf_counter() - t0:.0f} s")
     return 0
 
-# %% ../nbs/13_cli.ipynb #d09bdc3e
+# %% ../nbs/13_cli.ipynb #01e4a382
 def parser() -> argparse.ArgumentParser:
     "The `genome-nb` argument parser, one sub-command per job."
     p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
@@ -303,6 +323,10 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("experts", help="train the ten experts and Data Merge (idempotent)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the experts builder")
     t.set_defaults(func=experts_cmd)
+    c = sub.add_parser("capabilities", help="score the experts on every multiple-choice task (Figure 3 analogue)")
+    c.add_argument("--profile", default="cpu-small"); c.add_argument("--task", action="append")
+    c.add_argument("--results", default="results"); c.add_argument("--figures", default="paper_figures")
+    c.set_defaults(func=capabilities_cmd)
     s = sub.add_parser("splits", help="build the data splits and print their sizes")
     s.add_argument("--seed", type=int, default=0); s.set_defaults(func=splits_cmd)
     i = sub.add_parser("info", help="versions, cache directory, precision")

@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 from .models import EMBEDDED, TINY, cache_dir, load_base
 
 # %% auto #0
-__all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU_TOKENS_PER_S', 'DataFormatError', 'Examples',
-           'read_cot', 'read_alpaca', 'read_niv2', 'read_open_orca', 'read_scitldr', 'read_oasst1', 'read_source',
-           'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash', 'train_expert', 'experts_root',
-           'expert_rows', 'train_experts', 'experts_table', 'expert_dirs', 'plan_budget', 'build_experts_main']
+__all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU_TOKENS_PER_S', 'CAPABILITY_TASKS',
+           'DataFormatError', 'Examples', 'read_cot', 'read_alpaca', 'read_niv2', 'read_open_orca', 'read_scitldr',
+           'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash',
+           'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table', 'expert_dirs',
+           'plan_budget', 'build_experts_main', 'capability_map']
 
 # %% ../nbs/10_experts.ipynb #c832e688
 EXPERTS = ("cot", "code_alpaca", "flan_v2", "gpt4_alpaca", "oasst1", "open_orca", "science", "sharegpt", "wizardlm", "lima")
@@ -679,3 +680,20 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
     print(experts_table(dirs).to_string(index=False))
     print(f"{len(dirs)} experts under {Path(next(iter(dirs.values()))).parent} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+# %% ../nbs/10_experts.ipynb #1e42144e
+CAPABILITY_TASKS = ("mmlu", "mmlu_pro", "arc_c", "csqa", "meld", "emorynlp")  # the multiple-choice tasks (choice mode)
+
+def capability_map(
+    experts: dict,                # name → LoraGenome
+    tasks,                        # Task objects
+    evaluator,                    # a fitness.Evaluator (its cache is reused)
+    include_base: bool = True,    # also score the bare base model, as row "base"
+):                                # long DataFrame: expert, task, metric, score
+    "Validation scores of every expert (and the base model) on every task."
+    import pandas as pd
+    names = (["base"] if include_base else []) + list(experts)
+    genomes = ([None] if include_base else []) + list(experts.values())
+    res = evaluator.evaluate(genomes, tasks, "validation")
+    return pd.DataFrame([dict(expert=n, task=t.name, metric=t.metric, score=res.scores[i][t.name].score)
+                         for i, n in enumerate(names) for t in tasks])
