@@ -56,7 +56,7 @@ class BaselineConfig:
 
     def validate(self):
         "Check every field; a bad value raises a ValueError naming the class, the field and the value."
-        self._number("seed", integer=True)
+        self._number("seed", lo=0, integer=True)  # numpy and torch generators refuse negative seeds
 
     def to_dict(self) -> dict:
         "JSON-ready fields, with the method's name."
