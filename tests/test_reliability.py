@@ -4,7 +4,7 @@ Each test is one case of issue #11 ([F9]): broken adapters, bad configuration, d
 killed, run out of disk, collide or resume with another configuration, and reproducibility. A case passes
 when the failure is *safe* (nothing half-written is left, earlier results stay loadable, no work is wasted
 before a bad input is rejected) and *clear* (the message names the file, field or value). Cases whose fix
-belongs to a module under edit elsewhere (08_evolution, 13_cli) are strict xfails naming the fix.
+belongs to 13_cli are strict xfails naming the fix.
 """
 import copy, dataclasses, errno, json, math, os, random, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
@@ -179,7 +179,6 @@ def test_genome_config_rejects_bad_values_naming_the_field(kw, field):
         GenomeConfig(**kw)
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 08_evolution: GenomeConfig.__post_init__ must check these fields")
 @pytest.mark.parametrize("kw, field", [
     (dict(seed=-1), "seed"),                             # accepted, then make_generator fails after config.json is written
     (dict(seed=True), "seed"),
@@ -288,8 +287,6 @@ def test_evaluator_settings_are_checked():
         Evaluator(engine).evaluate([experts["e0"]], [task], weights=[float("nan")])
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 08_evolution: evolve must check task_weights (finite, ≥ 0, one per task, "
-                                       "positive sum) before it takes the lock and writes config.json")
 @pytest.mark.parametrize("weights", [[float("nan")], [1.0, 2.0], [-1.0]])
 def test_evolve_rejects_bad_task_weights_before_writing(tmp_path, weights):
     with pytest.raises(ValueError, match="weights"):
@@ -485,9 +482,6 @@ def test_full_disk_fails_clearly_keeps_earlier_files_and_a_rerun_finishes(tmp_pa
     assert (tmp_path / "final.json").read_bytes() == (reference / "final.json").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 08_evolution: on resume, _evolve must rewrite history.jsonl from the "
-                                       "checkpoint's history (a failure between save_checkpoint and the history write leaves "
-                                       "history.jsonl one generation short, and nothing rewrites it when no generation is left)")
 def test_history_matches_the_checkpoint_after_a_failed_history_write(tmp_path, monkeypatch):
     fail_replace(monkeypatch, "history.jsonl", 3)          # generation 2 (the last) is checkpointed, its history line is not
     with pytest.raises(OSError):
@@ -497,10 +491,6 @@ def test_history_matches_the_checkpoint_after_a_failed_history_write(tmp_path, m
     assert [h["generation"] for h in lines(tmp_path / "history.jsonl")] == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 08_evolution: save_checkpoint and atomic_write must delete their "
-                                       "temporary file when the write fails (try/except BaseException: tmp.unlink(missing_ok=True); "
-                                       "raise), and say which file could not be written (raise OSError(e.errno, f'writing {path}: "
-                                       "{e.strerror}') from e); _evolve could also remove stale '.<name>.tmp-<pid>' files of killed runs")
 def test_a_failed_write_leaves_no_temporary_files_and_names_the_file(tmp_path, monkeypatch):
     fail_checkpoint(monkeypatch, 2)
     with pytest.raises(OSError) as err:
@@ -623,7 +613,5 @@ def test_smoke_config_pins_the_toy_task_data(smoke_runs):
         assert data.split_digest(toy.dataset, split) in text
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 08_evolution: run_environment should also record the libraries that "
-                                       "change a score or a file: tokenizers, safetensors, sacrebleu (and nevergrad, scipy for baselines)")
 def test_environment_records_scoring_libraries():
     assert {"tokenizers", "safetensors", "sacrebleu"} <= set(run_environment())
