@@ -11,8 +11,9 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['PROFILES', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts', 'make_tasks',
-           'run_dir_for', 'reported', 'results_table', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
-           'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser', 'main']
+           'run_dir_for', 'reported', 'results_table', 'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd',
+           'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #4ff4906c
 @dataclass(frozen=True)
@@ -33,6 +34,31 @@ class Profile:
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
     batch_tokens: int = 4096
     train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
+
+    def __post_init__(self):
+        "Check every value now, naming the field, so a bad profile fails before any work starts."
+        def bad(f, why): raise ValueError(f"profile {self.name!r}: {f}={getattr(self, f)!r}: {why}")
+        from genome_nb.fitness import MODES
+        from genome_nb.models import resolve_dtype
+        from genome_nb.tasks import TASKS
+        for t in self.tasks:
+            if t not in TASKS and t not in ("toy", "toy_number"):
+                bad("tasks", f"unknown task {t!r}; valid names: {', '.join(sorted(TASKS))}")
+        if self.engine not in ("hf", "vllm"): bad("engine", "must be 'hf' or 'vllm'")
+        if self.mode not in MODES: bad("mode", f"must be one of {MODES}")
+        try: resolve_dtype(self.dtype)
+        except ValueError as e: bad("dtype", str(e))
+        for f in ("n_val", "n_test"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1): bad(f, "must be a positive integer or null")
+        if self.experts.startswith("random:"):
+            if not self.experts[7:].isdigit() or int(self.experts[7:]) < 2: bad("experts", "use 'random:<n>' with an integer n ≥ 2")
+        elif self.experts != "built" and not Path(self.experts).is_dir():
+            bad("experts", "must be 'built', 'random:<n>' or an existing directory of PEFT adapters")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            bad("seeds", "must be a non-empty list of integers ≥ 0")
+        if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
+            bad("batch_tokens", "must be an integer ≥ 1")
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -74,6 +100,8 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ValueError(f"unknown profile {str(name_or_path)!r}: use one of {sorted(PROFILES)} or a JSON file")
     try: d = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e: raise ValueError(f"{p}: not UTF-8 text ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"{p}: a profile is a JSON object of Profile fields")
     return Profile.from_dict(d, where=str(p))
 
 # %% ../nbs/13_cli.ipynb #5d0a8f16
@@ -131,7 +159,7 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
     "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
     from genome_nb.evolution import GenomeConfig, evolve
     from genome_nb.fitness import Evaluator
-    from genome_nb.data import manifest_digest
+    from genome_nb.data import manifest_digest, split_digest
     engine = make_engine(profile)
     experts, merged = make_experts(profile, progress=progress)
     tasks = make_tasks(task_names)
@@ -143,8 +171,10 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
             ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
                            run_dir=Path(cache_root) if cache_root else rd)
             extra = dict(profile=profile.to_dict(), experiment=experiment)
-            try: extra["data_manifest"] = manifest_digest() if profile.name != "smoke" else None
+            try: extra["data_manifest"] = manifest_digest(ev.split_seed) if profile.name != "smoke" else None
             except FileNotFoundError: extra["data_manifest"] = None
+            extra["data"] = {t.name: {s: split_digest(t.dataset, s, seed=ev.split_seed) for s in ("validation", "test")}
+                             for t in tasks}  # pins the exact examples scored, real or synthetic
             t0 = time.perf_counter()
             if method in ("genome", "genome_plus"):
                 final = evolve(experts, tasks, GenomeConfig.from_dict({**cfg_d, "method": method}), ev, rd,
@@ -175,9 +205,27 @@ def results_table(rows: list[dict], task: str, reference: str = "best_single") -
         lines.append(f"| {r['method']} | {r['seed']} | {v:.3f} | {t:.3f} | {gv} | {gt} |")
     return "\n".join(lines)
 
+def check_args(profile: Profile, method: str, task_names: Sequence[str], overrides: dict | None = None) -> None:
+    "Validate a command's method, tasks and overrides before any model is loaded."
+    from genome_nb.evolution import GenomeConfig
+    make_tasks(task_names)
+    if method in ("genome", "genome_plus"): GenomeConfig.from_dict({**profile.genome, **(overrides or {}), "method": method})
+    else:
+        from genome_nb.baselines import baseline_config
+        baseline_config(method, {**profile.baselines.get(method, {}), **(overrides or {})})
+
+def parse_set(text: str | None) -> dict:
+    "The JSON object of `--set`."
+    if not text: return {}
+    try: d = json.loads(text)
+    except json.JSONDecodeError as e: raise ValueError(f"--set {text!r} is not valid JSON ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"--set {text!r}: give a JSON object of configuration fields")
+    return d
+
 def evolve_cmd(args) -> int:
     profile = load_profile(args.profile)
-    over = json.loads(args.set) if args.set else {}
+    over = parse_set(args.set)
+    check_args(profile, args.method, args.task or list(profile.tasks), over)
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment, over)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
@@ -185,6 +233,7 @@ def evolve_cmd(args) -> int:
 
 def baseline_cmd(args) -> int:
     profile = load_profile(args.profile)
+    check_args(profile, args.method, args.task or list(profile.tasks))
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))

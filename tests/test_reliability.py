@@ -3,8 +3,7 @@
 Each test is one case of issue #11 ([F9]): broken adapters, bad configuration, damaged data, runs that are
 killed, run out of disk, collide or resume with another configuration, and reproducibility. A case passes
 when the failure is *safe* (nothing half-written is left, earlier results stay loadable, no work is wasted
-before a bad input is rejected) and *clear* (the message names the file, field or value). Cases whose fix
-belongs to 13_cli are strict xfails naming the fix.
+before a bad input is rejected) and *clear* (the message names the file, field or value).
 """
 import copy, dataclasses, errno, json, math, os, random, shutil, signal, subprocess, sys, textwrap, time
 from pathlib import Path
@@ -238,7 +237,6 @@ def test_profile_typos_are_named_when_loaded(tmp_path, fields, match):
         load_profile(profile_file(tmp_path, **fields))
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 13_cli: Profile.from_dict/__post_init__ must check each field's value")
 @pytest.mark.parametrize("fields, match", [
     (dict(tasks=["arc-c"]), "arc-c"), (dict(engine="hff"), "engine"), (dict(mode="choise"), "mode"),
     (dict(n_val=-3), "n_val"), (dict(n_test="eight"), "n_test"), (dict(experts="random:x"), "experts"),
@@ -249,7 +247,6 @@ def test_profile_values_are_checked_when_loaded(tmp_path, fields, match):
         load_profile(profile_file(tmp_path, **fields))
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 13_cli: load_profile must turn a UnicodeDecodeError into a ValueError naming the file")
 def test_profile_with_non_utf8_bytes_is_named(tmp_path):
     p = tmp_path / "p.json"
     p.write_bytes(b'{"name": "caf\xe9", "base": "tiny-random"}')
@@ -265,8 +262,6 @@ def no_work(monkeypatch):
     monkeypatch.setattr(cli, "make_engine", engine_built)
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 13_cli: evolve_cmd/baseline_cmd must validate --set, --method and "
-                                       "--task (GenomeConfig.from_dict, baseline_config, make_tasks) before _run_methods builds anything")
 @pytest.mark.parametrize("argv, match", [
     (["evolve", "--set", '{"crossover_rat": 0.5}'], "crossover_rat"),
     (["evolve", "--set", '{"crossover_rate": 0.5'], "--set"),
@@ -603,9 +598,6 @@ def test_config_records_library_versions_and_the_data_manifest_key(smoke_runs):
     assert "data_manifest" in cfg and cfg["evaluator"]["engine"] and cfg["experts"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs fix in 13_cli: _run_methods records data_manifest=None for the smoke profile; "
-                                       "record each task's split digests instead, e.g. extra['data'] = {t.name: {s: "
-                                       "split_digest(t.dataset, s, seed=ev.split_seed) for s in ('validation', 'test')} for t in tasks}")
 def test_smoke_config_pins_the_toy_task_data(smoke_runs):
     text = (smoke_runs[0] / "config.json").read_text()
     toy = make_toy_task(n=8, seed=0)                         # the smoke profile's task, as cli.make_tasks builds it
