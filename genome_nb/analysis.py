@@ -21,10 +21,10 @@ __all__ = ['METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'H
            'paired_table', 'savefig', 'method_colors', 'load_history', 'plot_fitness_curves', 'plot_scaling',
            'capability_ranks', 'plot_capability_heatmap', 'plot_hparam']
 
-# %% ../nbs/12_analysis.ipynb #09437051
+# %% ../nbs/12_analysis.ipynb #cfe0d6f5
 METHOD_LABELS = {  # method name in final.json → row label, in the order of the paper's Table 1
     "best_single": "Best Single", "data_merge": "Data Merge", "dare_ties": "DARE_TIES",
-    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3_lora": "MERGE³-LoRA",
+    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3_lora": "MERGE³-LoRA", "merge3": "MERGE³-LoRA",
     "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "genome": "GENOME", "genome_plus": "GENOME+"}
 
 TASK_LABELS = {  # task name → column label, in the order of the paper's Table 1, then the other tasks
@@ -271,7 +271,7 @@ def task_metric(
     raise ValueError(f"{where or 'load_results'}: no metric known for task {task!r} (final.json has no 'metrics' entry "
                      f"for it and it is not a registered task); pass metrics={{{task!r}: 'accuracy'}} (or 'bleu', …)")
 
-# %% ../nbs/12_analysis.ipynb #b4774ce0
+# %% ../nbs/12_analysis.ipynb #c43fc0f8
 def _num(v) -> float: return float(v) if v is not None else math.nan
 
 def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
@@ -297,7 +297,7 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
         if metric not in METRIC_SCALE:
             raise ValueError(f"{fpath}: task {t!r} has metric {metric!r}, unknown to METRIC_SCALE {sorted(METRIC_SCALE)}")
         r = dict(profile=cfg.get("profile"), experiment=cfg.get("experiment"), variant=cfg.get("variant"),
-                 run_id=d.name, method=method, seed=seed, task=t, metric=metric, scale=METRIC_SCALE[metric],
+                 run_id=d.name, method=method, seed=seed, task=t, transfer_from=None, metric=metric, scale=METRIC_SCALE[metric],
                  val_best=_num(_get(fin, fpath, "best", "validation", t, kind=(int, float))),
                  test_best=_num(_get(fin, fpath, "best", "test", t, kind=(int, float))),
                  val_ensemble=_num(_get(fin, fpath, "ensemble", "validation", t, kind=(int, float))) if has_ens else math.nan,
@@ -313,10 +313,35 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
                  opt_seconds=opt_s, eval_seconds=_num(bev.get("seconds")), generations=len(hist) - 1 if hist else math.nan,
                  run_dir=str(d))
         rows.append(r)
+    if (d / "transfer.json").is_file(): rows += _transfer_rows(d, rows[0], tasks, metrics)
     return rows
 
-# %% ../nbs/12_analysis.ipynb #ed96fc91
-RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "metric", "scale",
+def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
+    "Rows of transfer.json: the run's adapters scored zero-shot on other tasks (test only; no validation, no cost)."
+    tpath = d / "transfer.json"
+    tr = _read_json(tpath)
+    if not isinstance(tr, dict): raise ValueError(f"{tpath}: expected a JSON object, got {type(tr).__name__}")
+    rows = []
+    for t, e in sorted(tr.items()):
+        if t in tasks: raise ValueError(f"{tpath}: target task {t!r} is one of the run's own tasks {tasks}")
+        metric = (metrics or {}).get(t) or _get(tr, tpath, t, "metric", kind=str, optional=True) or task_metric(t, None, metrics, str(tpath))
+        if metric not in METRIC_SCALE:
+            raise ValueError(f"{tpath}: task {t!r} has metric {metric!r}, unknown to METRIC_SCALE {sorted(METRIC_SCALE)}")
+        best = _num(_get(tr, tpath, t, "best", kind=(int, float)))
+        ens = _get(tr, tpath, t, "ensemble", optional=True)
+        if ens is not None and (isinstance(ens, bool) or not isinstance(ens, (int, float))):
+            raise ValueError(f"{tpath}: field '{t}.ensemble' = {ens!r} is not a number or null")
+        use_ens = run_row["method"] == "genome_plus" and ens is not None
+        r = {**run_row, "task": t, "transfer_from": "+".join(tasks), "metric": metric, "scale": METRIC_SCALE[metric],
+             "val_best": math.nan, "test_best": best, "val_ensemble": math.nan, "test_ensemble": _num(ens),
+             "reported": _num(ens) if use_ens else best, "reported_from": "ensemble" if use_ens else "best",
+             "n_test": _num(e.get("n_test")), **{k: math.nan for k in ("evaluations", "engine_evaluations", "cache_hits",
+                                                                       "tokens", "opt_seconds", "eval_seconds")}}
+        rows.append(r)
+    return rows
+
+# %% ../nbs/12_analysis.ipynb #acedb493
+RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "transfer_from", "metric", "scale",
                   "val_best", "test_best", "val_ensemble", "test_ensemble", "fitness_best", "reported", "reported_from",
                   *HPARAMS, "n_val", "n_test", "evaluations", "engine_evaluations", "cache_hits", "tokens",
                   "opt_seconds", "eval_seconds", "generations", "run_dir"]
@@ -344,7 +369,7 @@ def load_results(
     df.attrs["incomplete"] = incomplete
     return df
 
-# %% ../nbs/12_analysis.ipynb #33a920ca
+# %% ../nbs/12_analysis.ipynb #ab7940ea
 def _f(x: float, digits: int) -> str:
     s = f"{x:.{digits}f}"
     return s[1:] if s.startswith("-") and float(s) == 0 else s
@@ -379,7 +404,7 @@ def _tex_table(header: list, rows: list, align: str) -> str:
         out.append(f"\\multicolumn{{{len(align)}}}{{l}}{{{r}}} \\\\" if isinstance(r, str) else " & ".join(r) + r" \\")
     return "\n".join(out + ["\\bottomrule", "\\end{tabular}"]) + "\n"
 
-# %% ../nbs/12_analysis.ipynb #41089c13
+# %% ../nbs/12_analysis.ipynb #15529b5c
 @dataclass
 class PaperTable:
     "A table in the paper's layout, with the numbers behind it."
@@ -478,7 +503,7 @@ def table(
     return PaperTable(mean, sd, n, gains_df, _md_table(header, md_rows, align),
                       _tex_table([_tex(h) for h in header], tex_rows, align))
 
-# %% ../nbs/12_analysis.ipynb #1737991b
+# %% ../nbs/12_analysis.ipynb #926d0434
 PAPER_STARS = ((0.01, "***"), (0.05, "**"), (0.1, "*"))           # Tables 9–10: *** p<0.01, ** p<0.05, * p<0.1
 CONVENTIONAL_STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 HPARAM_LABELS = {"cr": "Cross Rate", "imr": "Individual Mutation Rate", "gmr": "Gene Mutation Rate"}
@@ -490,7 +515,7 @@ def stars(p: float, levels: Sequence = PAPER_STARS) -> str:
         if p < thr: return s
     return ""
 
-# %% ../nbs/12_analysis.ipynb #7f7ad30d
+# %% ../nbs/12_analysis.ipynb #f15f118b
 @dataclass
 class HparamStats:
     "Tables 9 and 10: correlations and OLS fits between hyperparameters and dependent variables."
@@ -571,7 +596,7 @@ def hparam_stats(
     reg_md = _md_table(r_head, md_rows, "lrrrr") + "\n" + notes + "\n"
     return HparamStats(corr, reg, fits, notes, corr_md, corr_tex, reg_md, _tex_table(r_head, tex_rows, "lrrrr"))
 
-# %% ../nbs/12_analysis.ipynb #68198678
+# %% ../nbs/12_analysis.ipynb #9cf61c5c
 def load_predictions(
     results: pd.DataFrame,              # load_results output (needs run_dir, method, seed, task, reported_from)
     methods: Sequence[str] | None = None,
@@ -599,7 +624,7 @@ def load_predictions(
     cols = ["method", "seed", "task", "id", "best_score", "ensemble_score", "score", "run_dir"]
     return pd.DataFrame(out, columns=cols).sort_values(["method", "task", "seed", "id"], kind="mergesort").reset_index(drop=True)
 
-# %% ../nbs/12_analysis.ipynb #b3c49eef
+# %% ../nbs/12_analysis.ipynb #c8161cbb
 def _matrix(pred: pd.DataFrame, method: str, task: str, score: str) -> pd.DataFrame:
     "Seeds × example ids of one method on one task; every seed must cover the same examples."
     p = pred[(pred.method == method) & (pred.task == task)]
@@ -614,7 +639,7 @@ def _matrix(pred: pd.DataFrame, method: str, task: str, score: str) -> pd.DataFr
                          f"that its other seeds have")
     return m
 
-# %% ../nbs/12_analysis.ipynb #e4c6ce0a
+# %% ../nbs/12_analysis.ipynb #926b548d
 def paired_bootstrap(
     data: pd.DataFrame,            # load_results output, or per-example scores (load_predictions output)
     method_a: str,                 # e.g. "genome_plus"
@@ -665,7 +690,7 @@ def paired_bootstrap(
                 mean_a=float(a.mean()), mean_b=float(b.mean()), diff=delta, ci_low=lo, ci_high=hi,
                 p_bootstrap=p_boot, p_wilcoxon=p_w, p_permutation=p_perm, resample=resample, n_boot=int(n_boot))
 
-# %% ../nbs/12_analysis.ipynb #4bf6787b
+# %% ../nbs/12_analysis.ipynb #264b775a
 def paired_table(
     data: pd.DataFrame,                    # load_results output, or per-example scores
     reference: str = "genome_plus",        # the method compared against every other
@@ -684,7 +709,7 @@ def paired_table(
     if len(out): out["p_holm"] = multipletests(out.p_permutation, method="holm")[1]
     return out
 
-# %% ../nbs/12_analysis.ipynb #46f872af
+# %% ../nbs/12_analysis.ipynb #8e94fef8
 FIG_STYLE = {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
              "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
              "axes.spines.right": False, "savefig.dpi": 130, "figure.dpi": 100, "svg.hashsalt": "genome_nb",
@@ -723,7 +748,7 @@ def _styled(f):
         with matplotlib.rc_context(FIG_STYLE): return f(*args, **kw)
     return g
 
-# %% ../nbs/12_analysis.ipynb #3db15734
+# %% ../nbs/12_analysis.ipynb #dc91b6e6
 def load_history(
     source,        # load_results output, a results root, or a list of run directories
 ) -> pd.DataFrame: # one row per (run, generation): method, seed, tasks, N, run_dir, generation, best, mean, worst, global_best, evaluations, seconds
@@ -777,7 +802,7 @@ def plot_fitness_curves(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #17bbc546
+# %% ../nbs/12_analysis.ipynb #59ae257d
 @_styled
 def plot_scaling(
     df: pd.DataFrame,           # load_results output with runs at several population sizes N
@@ -806,7 +831,7 @@ def plot_scaling(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #edab3de5
+# %% ../nbs/12_analysis.ipynb #67106a70
 def capability_ranks(
     data,                   # CSV path or DataFrame: long (expert, task, score) or wide (one row per expert, one column per task)
     score: str = "score",   # score column of the long form
@@ -849,7 +874,7 @@ def plot_capability_heatmap(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #f139525d
+# %% ../nbs/12_analysis.ipynb #893b4e62
 @_styled
 def plot_hparam(
     df: pd.DataFrame,                        # one row per run of the sweep (load_results output)
