@@ -21,10 +21,10 @@ __all__ = ['METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'H
            'paired_table', 'savefig', 'method_colors', 'load_history', 'plot_fitness_curves', 'plot_scaling',
            'capability_ranks', 'plot_capability_heatmap', 'plot_hparam']
 
-# %% ../nbs/12_analysis.ipynb #cfe0d6f5
+# %% ../nbs/12_analysis.ipynb #09437051
 METHOD_LABELS = {  # method name in final.json → row label, in the order of the paper's Table 1
     "best_single": "Best Single", "data_merge": "Data Merge", "dare_ties": "DARE_TIES",
-    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3_lora": "MERGE³-LoRA", "merge3": "MERGE³-LoRA",
+    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3": "MERGE³-LoRA",
     "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "genome": "GENOME", "genome_plus": "GENOME+"}
 
 TASK_LABELS = {  # task name → column label, in the order of the paper's Table 1, then the other tasks
@@ -369,7 +369,7 @@ def load_results(
     df.attrs["incomplete"] = incomplete
     return df
 
-# %% ../nbs/12_analysis.ipynb #ab7940ea
+# %% ../nbs/12_analysis.ipynb #33a920ca
 def _f(x: float, digits: int) -> str:
     s = f"{x:.{digits}f}"
     return s[1:] if s.startswith("-") and float(s) == 0 else s
@@ -404,7 +404,7 @@ def _tex_table(header: list, rows: list, align: str) -> str:
         out.append(f"\\multicolumn{{{len(align)}}}{{l}}{{{r}}} \\\\" if isinstance(r, str) else " & ".join(r) + r" \\")
     return "\n".join(out + ["\\bottomrule", "\\end{tabular}"]) + "\n"
 
-# %% ../nbs/12_analysis.ipynb #15529b5c
+# %% ../nbs/12_analysis.ipynb #41089c13
 @dataclass
 class PaperTable:
     "A table in the paper's layout, with the numbers behind it."
@@ -503,7 +503,7 @@ def table(
     return PaperTable(mean, sd, n, gains_df, _md_table(header, md_rows, align),
                       _tex_table([_tex(h) for h in header], tex_rows, align))
 
-# %% ../nbs/12_analysis.ipynb #926d0434
+# %% ../nbs/12_analysis.ipynb #1737991b
 PAPER_STARS = ((0.01, "***"), (0.05, "**"), (0.1, "*"))           # Tables 9–10: *** p<0.01, ** p<0.05, * p<0.1
 CONVENTIONAL_STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 HPARAM_LABELS = {"cr": "Cross Rate", "imr": "Individual Mutation Rate", "gmr": "Gene Mutation Rate"}
@@ -515,7 +515,7 @@ def stars(p: float, levels: Sequence = PAPER_STARS) -> str:
         if p < thr: return s
     return ""
 
-# %% ../nbs/12_analysis.ipynb #f15f118b
+# %% ../nbs/12_analysis.ipynb #7f7ad30d
 @dataclass
 class HparamStats:
     "Tables 9 and 10: correlations and OLS fits between hyperparameters and dependent variables."
@@ -596,7 +596,7 @@ def hparam_stats(
     reg_md = _md_table(r_head, md_rows, "lrrrr") + "\n" + notes + "\n"
     return HparamStats(corr, reg, fits, notes, corr_md, corr_tex, reg_md, _tex_table(r_head, tex_rows, "lrrrr"))
 
-# %% ../nbs/12_analysis.ipynb #9cf61c5c
+# %% ../nbs/12_analysis.ipynb #68198678
 def load_predictions(
     results: pd.DataFrame,              # load_results output (needs run_dir, method, seed, task, reported_from)
     methods: Sequence[str] | None = None,
@@ -624,7 +624,7 @@ def load_predictions(
     cols = ["method", "seed", "task", "id", "best_score", "ensemble_score", "score", "run_dir"]
     return pd.DataFrame(out, columns=cols).sort_values(["method", "task", "seed", "id"], kind="mergesort").reset_index(drop=True)
 
-# %% ../nbs/12_analysis.ipynb #c8161cbb
+# %% ../nbs/12_analysis.ipynb #b3c49eef
 def _matrix(pred: pd.DataFrame, method: str, task: str, score: str) -> pd.DataFrame:
     "Seeds × example ids of one method on one task; every seed must cover the same examples."
     p = pred[(pred.method == method) & (pred.task == task)]
@@ -639,7 +639,7 @@ def _matrix(pred: pd.DataFrame, method: str, task: str, score: str) -> pd.DataFr
                          f"that its other seeds have")
     return m
 
-# %% ../nbs/12_analysis.ipynb #926b548d
+# %% ../nbs/12_analysis.ipynb #e4c6ce0a
 def paired_bootstrap(
     data: pd.DataFrame,            # load_results output, or per-example scores (load_predictions output)
     method_a: str,                 # e.g. "genome_plus"
@@ -690,7 +690,7 @@ def paired_bootstrap(
                 mean_a=float(a.mean()), mean_b=float(b.mean()), diff=delta, ci_low=lo, ci_high=hi,
                 p_bootstrap=p_boot, p_wilcoxon=p_w, p_permutation=p_perm, resample=resample, n_boot=int(n_boot))
 
-# %% ../nbs/12_analysis.ipynb #264b775a
+# %% ../nbs/12_analysis.ipynb #4bf6787b
 def paired_table(
     data: pd.DataFrame,                    # load_results output, or per-example scores
     reference: str = "genome_plus",        # the method compared against every other
@@ -709,7 +709,7 @@ def paired_table(
     if len(out): out["p_holm"] = multipletests(out.p_permutation, method="holm")[1]
     return out
 
-# %% ../nbs/12_analysis.ipynb #8e94fef8
+# %% ../nbs/12_analysis.ipynb #46f872af
 FIG_STYLE = {"font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
              "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False,
              "axes.spines.right": False, "savefig.dpi": 130, "figure.dpi": 100, "svg.hashsalt": "genome_nb",
@@ -748,7 +748,7 @@ def _styled(f):
         with matplotlib.rc_context(FIG_STYLE): return f(*args, **kw)
     return g
 
-# %% ../nbs/12_analysis.ipynb #dc91b6e6
+# %% ../nbs/12_analysis.ipynb #3db15734
 def load_history(
     source,        # load_results output, a results root, or a list of run directories
 ) -> pd.DataFrame: # one row per (run, generation): method, seed, tasks, N, run_dir, generation, best, mean, worst, global_best, evaluations, seconds
@@ -802,7 +802,7 @@ def plot_fitness_curves(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #59ae257d
+# %% ../nbs/12_analysis.ipynb #17bbc546
 @_styled
 def plot_scaling(
     df: pd.DataFrame,           # load_results output with runs at several population sizes N
@@ -831,7 +831,7 @@ def plot_scaling(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #67106a70
+# %% ../nbs/12_analysis.ipynb #edab3de5
 def capability_ranks(
     data,                   # CSV path or DataFrame: long (expert, task, score) or wide (one row per expert, one column per task)
     score: str = "score",   # score column of the long form
@@ -874,7 +874,7 @@ def plot_capability_heatmap(
     savefig(fig, path)
     return fig
 
-# %% ../nbs/12_analysis.ipynb #893b4e62
+# %% ../nbs/12_analysis.ipynb #f139525d
 @_styled
 def plot_hparam(
     df: pd.DataFrame,                        # one row per run of the sweep (load_results output)

@@ -15,7 +15,7 @@ __all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'Profile', 'load_
            'baseline_cmd', 'bench_cmd', 'experts_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart',
            'experiment_notebooks', 'run_all', 'run_all_cmd', 'parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #7b8e0ba5
+# %% ../nbs/13_cli.ipynb #7d483405
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -29,9 +29,9 @@ class Profile:
     n_val: int | None = None         # validation examples per task (None: the whole 200)
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
+    baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
     batch_tokens: int = 4096
-    baselines: dict = field(default_factory=dict)  # per-baseline config overrides, {method: {field: value}}
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -48,16 +48,15 @@ class Profile:
             if k in d: d[k] = tuple(d[k])
         from genome_nb.evolution import GenomeConfig
         GenomeConfig.from_dict(d.get("genome", {}))  # validates the overrides now, naming any bad field
-        b = d.get("baselines", {})
-        if not isinstance(b, dict) or not all(isinstance(v, dict) for v in b.values()):
-            raise ValueError(f"{where}: field 'baselines' must map a baseline name to a dict of its config fields, got {b!r}")
+        from genome_nb.baselines import baseline_config
+        for m, over in d.get("baselines", {}).items(): baseline_config(m, over)
         return cls(**d)
 
 PROFILES = {
     "smoke": Profile("smoke", base="tiny-random", dtype="fp32", experts="random:4", tasks=("toy",), n_val=8, n_test=8,
                      genome=dict(population_size=4, iterations=2, top_k=2), seeds=(41, 42),
-                     baselines=dict(lorahub=dict(budget=4), model_swarms=dict(iterations=2),
-                                    merge3=dict(population=4, generations=2, n_anchors=4))),
+                     baselines=dict(lorahub=dict(budget=6), merge3=dict(population=4, generations=2, n_anchors=4),
+                                    model_swarms=dict(iterations=2))),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
                          n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47),
                          baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=4), merge3=dict(generations=5))),
@@ -217,7 +216,7 @@ def baseline_cmd(args) -> int:
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
-# %% ../nbs/13_cli.ipynb #687d8421
+# %% ../nbs/13_cli.ipynb #dc810780
 def bench_cmd(args) -> int:
     "Engine throughput on a real task: bare model vs a population of random genomes (prints one JSON object)."
     import copy
@@ -257,7 +256,7 @@ def info(args) -> int:
                           cuda=torch.cuda.is_available()), indent=1))
     return 0
 
-# %% ../nbs/13_cli.ipynb #c2e0f5f0
+# %% ../nbs/13_cli.ipynb #0c42682b
 QUICKSTART_METHODS = ("best_single", "expert_fusion", "genome", "genome_plus")
 
 def plot_fitness(rows: list[dict], path: Path, title: str = "") -> Path:
@@ -406,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     return args.func(args)
 
-# %% ../nbs/13_cli.ipynb #451ec532
+# %% ../nbs/13_cli.ipynb #d98e56c4
 #| eval: false
-from fastcore.imports import IN_NOTEBOOK
-if __name__ == "__main__" and not IN_NOTEBOOK: sys.exit(main())  # `python -m genome_nb.cli ...`
+if __name__ == "__main__": sys.exit(main())

@@ -159,6 +159,10 @@ class Engine:
         "Decoded continuations `[genome][text]`."
         raise NotImplementedError
 
+    def prompt_logprobs(self, genomes: Sequence, texts: Sequence[str]) -> list[list[float]]:
+        "Mean log-probability per token of each text `[genome][text]`, i.e. −log perplexity (the first token, which nothing predicts, is left out)."
+        raise NotImplementedError
+
 # %% ../nbs/06_engines.ipynb #a8d4fe73
 def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     "The model's output logits for some hidden states, including Gemma-2's final logit soft-capping."
@@ -308,6 +312,44 @@ class HFEngine(Engine):
         self.stats.seconds += time.perf_counter() - t0
         return results
 
+    @torch.inference_mode()
+    def prompt_logprobs(self, genomes, texts, chunk: int = 256):
+        """Mean log-probability per token of each text `[genome][text]` (−log perplexity). Right-padded,
+        length-grouped batches: causal attention never looks at the padding after a text. The
+        vocabulary-sized log-softmax runs on at most `chunk` positions at a time."""
+        t0 = time.perf_counter()
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        short = [i for i, e in enumerate(enc) if len(e) < 2]
+        if short: raise ValueError(f"text {short[0]} ({texts[short[0]][:40]!r}) has fewer than 2 tokens; it has no perplexity")
+        batches = length_batches([len(e) for e in enc], self.batch_tokens, self.max_batch)
+        pad, results = self.tokenizer.pad_token_id, []
+        for g in genomes:
+            self._apply(g)
+            out = [0.0] * len(texts)
+            try:
+                for batch in batches:
+                    S = max(len(enc[i]) for i in batch)
+                    ids = torch.full((len(batch), S), pad, dtype=torch.long)
+                    for b, i in enumerate(batch): ids[b, :len(enc[i])] = torch.tensor(enc[i])
+                    h = self.model.model(input_ids=ids.to(self.model.device)).last_hidden_state
+                    for b, i in enumerate(batch):
+                        n, total = len(enc[i]), 0.0
+                        tgt = torch.tensor(enc[i][1:], device=h.device)
+                        for s in range(0, n - 1, chunk):
+                            lp = torch.log_softmax(_final_logits(self.model, h[b, s:min(s + chunk, n - 1)]), dim=-1)
+                            total += lp.gather(1, tgt[s:s + chunk, None]).sum().item()
+                        out[i] = total / (n - 1)
+                    real = sum(len(enc[i]) for i in batch)
+                    self.stats.tokens_computed += real
+                    self.stats.tokens_padded += len(batch) * S - real
+                    self.stats.batches += 1
+            finally: self.patcher.restore()
+            results.append(out)
+            self.stats.sequences += len(texts)
+            self.stats.tokens_naive += sum(len(e) for e in enc)
+        self.stats.seconds += time.perf_counter() - t0
+        return results
+
 # %% ../nbs/06_engines.ipynb #897a5427
 class VLLMEngine(Engine):
     "vLLM back end (GPU): one LoRARequest per individual, all individuals' requests in one batch."
@@ -397,3 +439,33 @@ class VLLMEngine(Engine):
         self.stats.sequences += len(genomes) * n
         self.stats.seconds += time.perf_counter() - t0
         return [texts_out[k * n:(k + 1) * n] for k in range(len(genomes))]
+
+    def prompt_requests(self, genomes, texts):
+        "Prompts, sampling parameters and LoRA requests asking for the log-probability of every prompt token."
+        SP, TP = self.cls["SamplingParams"], self.cls["TokensPrompt"]
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        short = [i for i, e in enumerate(enc) if len(e) < 2]
+        if short: raise ValueError(f"text {short[0]} ({texts[short[0]][:40]!r}) has fewer than 2 tokens; it has no perplexity")
+        prompts, params, loras = [], [], []
+        for g in genomes:
+            lr = self.lora_request(g)
+            for ids in enc:
+                prompts.append(TP(prompt_token_ids=ids))
+                params.append(SP(max_tokens=1, temperature=0.0, prompt_logprobs=0))
+                loras.append(lr)
+        return enc, prompts, params, loras
+
+    def prompt_logprobs(self, genomes, texts):
+        t0 = time.perf_counter()
+        enc, prompts, params, loras = self.prompt_requests(genomes, texts)
+        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        n, res = len(enc), []
+        for gi in range(len(genomes)):
+            row = []
+            for i, ids in enumerate(enc):
+                pl = outs[gi * n + i].prompt_logprobs   # entry k: {token id: Logprob} for prompt token k (None for k = 0)
+                row.append(sum(pl[k][t].logprob for k, t in enumerate(ids) if k) / (len(ids) - 1))
+            res.append(row)
+        self.stats.sequences += len(genomes) * n
+        self.stats.seconds += time.perf_counter() - t0
+        return res

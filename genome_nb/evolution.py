@@ -20,8 +20,9 @@ from .ensemble import ensemble_predict
 
 # %% auto #0
 __all__ = ['METHODS', 'FREE_TEXT_METRICS', 'GenomeConfig', 'Individual', 'atomic_write', 'write_json', 'RunLock',
-           'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint', 'evolve', 'is_free_text',
-           'transfer']
+           'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint', 'evaluator_record',
+           'check_same_config', 'evolve', 'is_free_text', 'best_record', 'prediction_rows', 'write_results',
+           'finish_single', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -206,6 +207,19 @@ def _evaluate(evaluator, inds: list[Individual], tasks, weights, counters: dict)
     counters["evaluations"] += len({i.genome.digest() for i in todo})
 
 # %% ../nbs/08_evolution.ipynb #ebb5138b
+def evaluator_record(evaluator: Evaluator) -> dict:
+    "The evaluator settings a run records in config.json (each of them can change a score)."
+    return dict(engine=evaluator.engine.fingerprint, mode=evaluator.mode, n_val=evaluator.n_val,
+                n_test=evaluator.n_test, split_seed=evaluator.split_seed)
+
+def check_same_config(run_dir: Path, cfg_json: Mapping) -> None:
+    "Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences."
+    old = json.loads((Path(run_dir) / "config.json").read_text())
+    old = {k: v for k, v in old.items() if k != "environment"}
+    diff = diff_configs(old, json.loads(json.dumps(cfg_json)))
+    if diff: raise ValueError(f"{run_dir} holds a run with a different configuration; refusing to resume. "
+                              f"Differences: {'; '.join(diff[:8])}. Use another --run-dir.")
+
 def evolve(
     experts: Mapping[str, LoraGenome] | Sequence[LoraGenome],  # the n expert adapters (name → genome)
     tasks: Sequence,                        # Task objects; fitness = weighted mean of their validation scores
@@ -226,21 +240,13 @@ def evolve(
     weights = list(task_weights) if task_weights is not None else [1.0] * len(tasks)
     cfg_json = dict(config=config.to_dict(), tasks=[t.name for t in tasks], task_weights=weights,
                     experts={n: g.digest() for n, g in experts.items()},
-                    evaluator=dict(engine=evaluator.engine.fingerprint, mode=evaluator.mode, n_val=evaluator.n_val,
-                                   n_test=evaluator.n_test, split_seed=evaluator.split_seed),
+                    evaluator=evaluator_record(evaluator),
                     **(dict(extra_config) if extra_config else {}))
     with RunLock(run_dir):
         if (run_dir / "final.json").is_file() and (run_dir / "config.json").is_file():
-            _check_same_config(run_dir, cfg_json)
+            check_same_config(run_dir, cfg_json)
             return json.loads((run_dir / "final.json").read_text())
         return _evolve(names, genomes, tasks, weights, config, evaluator, run_dir, cfg_json, progress)
-
-def _check_same_config(run_dir: Path, cfg_json: dict) -> None:
-    old = json.loads((run_dir / "config.json").read_text())
-    old = {k: v for k, v in old.items() if k != "environment"}
-    diff = diff_configs(old, json.loads(json.dumps(cfg_json)))
-    if diff: raise ValueError(f"{run_dir} holds a run with a different configuration; refusing to resume. "
-                              f"Differences: {'; '.join(diff[:8])}. Use another --run-dir.")
 
 # %% ../nbs/08_evolution.ipynb #e2a6434e
 def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run_dir: Path, cfg_json, progress):
@@ -248,7 +254,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
     plus = config.use_succession
     t_start = time.perf_counter()
     if ckpt_path.is_file():                                   # resume
-        _check_same_config(run_dir, cfg_json)
+        check_same_config(run_dir, cfg_json)
         ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
         gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
         start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
@@ -320,61 +326,87 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
     bar.close()
     return _finish(pop, best, tasks, weights, config, evaluator, run_dir, counters, history)
 
-# %% ../nbs/08_evolution.ipynb #3d5cd547
+# %% ../nbs/08_evolution.ipynb #51250405
 FREE_TEXT_METRICS = ("bleu", "exact_match", "f1", "pass@1")
 
 def is_free_text(task) -> bool:
     "Tasks without a unique answer string: the ensemble picks by similarity instead of voting."
     return getattr(task, "free_text", task.metric in FREE_TEXT_METRICS)
 
-def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history) -> dict:
-    members = _topk(pop, config.top_k) if config.use_ensemble else []
-    val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
-    test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
-    t_final = time.perf_counter()
-    final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
-                 metrics={t.name: t.metric for t in tasks},
-                 best=dict(id=best.id, digest=best.genome.digest(), origin=best.origin, fitness=val.fitness[0],
-                           validation={t.name: val.scores[0][t.name].score for t in tasks},
-                           test={t.name: test.scores[0][t.name].score for t in tasks}, test_fitness=test.fitness[0]),
-                 evaluations=counters["evaluations"])
+def best_record(ind: Individual, tasks, val, test, k: int = 0) -> dict:
+    "final.json's `best` entry for the `k`-th genome of a validation and a test `EvalResult`."
+    return dict(id=ind.id, digest=ind.genome.digest(), origin=ind.origin, fitness=val.fitness[k],
+                validation={t.name: val.scores[k][t.name].score for t in tasks},
+                test={t.name: test.scores[k][t.name].score for t in tasks}, test_fitness=test.fitness[k])
+
+def prediction_rows(tasks, evaluator: Evaluator, test, k: int = 0) -> list[dict]:
+    "predictions_test.jsonl rows `{task, id, gold, best, best_score}` of the `k`-th genome of a test `EvalResult`."
     rows = []
-    if members:
-        ens = dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])])
-        for split, res in (("validation", val), ("test", test)):
-            scores = {}
-            for t in tasks:
-                ms = [res.scores[1 + j][t.name] for j in range(len(members))]
-                preds = ensemble_predict([m.predictions for m in ms], free_text=is_free_text(t))
-                exs = evaluator.examples(t, split)
-                sc = t.score(preds, exs)
-                scores[t.name] = float(sc[t.metric])
-                if split == "test":
-                    b = res.scores[0][t.name]
-                    for j, e in enumerate(exs):
-                        rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
-                                         best_score=b.per_example[j] if b.per_example else None, ensemble=preds[j],
-                                         ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
-                                         members=[m.predictions[j] for m in ms]))
-            ens[split] = scores
-        final["ensemble"] = ens
-    else:
-        for t in tasks:
-            b = test.scores[0][t.name]
-            for j, e in enumerate(evaluator.examples(t, "test")):
-                rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
-                                 best_score=b.per_example[j] if b.per_example else None))
+    for t in tasks:
+        b = test.scores[k][t.name]
+        for j, e in enumerate(evaluator.examples(t, "test")):
+            rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
+                             best_score=b.per_example[j] if b.per_example else None))
+    return rows
+
+def write_results(run_dir: Path, final: dict, rows: list[dict], evaluator: Evaluator, counters: Mapping,
+                  adapters: Mapping[str, LoraGenome] | None = None, final_started: float | None = None) -> dict:
+    """Write predictions_test.jsonl, adapters/<name>/, budget.json and, last (it marks a finished run), final.json.
+    Wall times go to budget.json only (history seconds + the final evaluation since `final_started`), never to final.json."""
+    run_dir = Path(run_dir)
     atomic_write(run_dir / "predictions_test.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    for ind, sub in [(best, "best")] + [(m, f"member{j}") for j, m in enumerate(members)]:
-        save_adapter(ind.genome, run_dir / "adapters" / sub, overwrite=True)
-    opt = sum(h["seconds"] for h in history)
-    final_eval = time.perf_counter() - t_final
+    for sub, g in (adapters or {}).items(): save_adapter(g, run_dir / "adapters" / sub, overwrite=True)
+    hist = run_dir / "history.jsonl"
+    opt = sum(json.loads(l).get("seconds", 0.0) for l in hist.read_text().splitlines()) if hist.is_file() else 0.0
+    fin = time.perf_counter() - final_started if final_started is not None else 0.0
     write_json(run_dir / "budget.json", dict(evaluator=dataclasses.asdict(evaluator.budget),
                                             engine=evaluator.engine.stats.as_dict(), logical_evaluations=counters["evaluations"],
-                                            seconds=dict(optimisation=round(opt, 3), final_eval=round(final_eval, 3),
-                                                         total=round(opt + final_eval, 3))))
+                                            seconds=dict(optimisation=round(opt, 3), final_eval=round(fin, 3), total=round(opt + fin, 3))))
     write_json(run_dir / "final.json", final)
     return final
+
+def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Evaluator, counters: Mapping, **fields) -> dict:
+    "Score one individual chosen on validation, now also on test (the run's first look at it), and write the result files."
+    t0 = time.perf_counter()
+    val = evaluator.evaluate([best.genome], tasks, "validation", weights)
+    test = evaluator.evaluate([best.genome], tasks, "test", weights)
+    final = dict(fields, tasks=[t.name for t in tasks], metrics={t.name: t.metric for t in tasks},
+                 best=best_record(best, tasks, val, test), evaluations=counters["evaluations"])
+    return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
+                         final_started=t0)
+
+def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history) -> dict:
+    members = _topk(pop, config.top_k) if config.use_ensemble else []
+    t0 = time.perf_counter()
+    val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
+    test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
+    final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
+                 metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
+                 evaluations=counters["evaluations"])
+    if not members:
+        return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
+                             final_started=t0)
+    rows = []
+    ens = dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])])
+    for split, res in (("validation", val), ("test", test)):
+        scores = {}
+        for t in tasks:
+            ms = [res.scores[1 + j][t.name] for j in range(len(members))]
+            preds = ensemble_predict([m.predictions for m in ms], free_text=is_free_text(t))
+            exs = evaluator.examples(t, split)
+            sc = t.score(preds, exs)
+            scores[t.name] = float(sc[t.metric])
+            if split == "test":
+                b = res.scores[0][t.name]
+                for j, e in enumerate(exs):
+                    rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
+                                     best_score=b.per_example[j] if b.per_example else None, ensemble=preds[j],
+                                     ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
+                                     members=[m.predictions[j] for m in ms]))
+        ens[split] = scores
+    final["ensemble"] = ens
+    adapters = {"best": best.genome, **{f"member{j}": m.genome for j, m in enumerate(members)}}
+    return write_results(run_dir, final, rows, evaluator, counters, adapters, final_started=t0)
 
 # %% ../nbs/08_evolution.ipynb #d5388f71
 def transfer(

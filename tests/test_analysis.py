@@ -170,7 +170,7 @@ def test_table_latex():
     assert lines[0] == r"\begin{tabular}{lrrr}" and lines[-1] == r"\end{tabular}"
     assert r"GENOME & \textbf{56.66} & \underline{27.77} & \underline{35.28} \\" in lines
     assert r"- vs Model Swarms & \textcolor{red}{+1.34\%} & --- & \textcolor{red}{+2.20\%} \\" in lines
-    df = paper_frame().assign(method=lambda d: d.method.replace("best_single", "merge3_lora"))
+    df = paper_frame().assign(method=lambda d: d.method.replace("best_single", "merge3"))
     assert r"MERGE$^3$-LoRA" in table(df, points=False).latex
 
 

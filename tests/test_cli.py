@@ -1,0 +1,35 @@
+"The console script end to end on the smoke profile (tiny random Llama, synthetic task)."
+import json, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+from genome_nb.cli import Profile, load_profile, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_smoke_prints_table_and_writes_runs(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "genome_nb.cli", "quickstart", "--profile", "smoke",
+                          "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figs")],
+                         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+                                                                      "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for m in ("best_single", "expert_fusion", "genome", "genome_plus"):
+        assert f"| {m} | 42 |" in out.stdout
+        final = json.loads((tmp_path / "results" / "smoke" / "quickstart" / f"{m}-toy-s42" / "final.json").read_text())
+        assert 0.0 <= final["best"]["test"]["toy"] <= 1.0
+    assert (tmp_path / "figs" / "quickstart_smoke_toy_s42.png").stat().st_size > 1000
+
+
+def test_bad_profiles_are_rejected_before_any_work(tmp_path):
+    p = tmp_path / "mine.json"
+    p.write_text(json.dumps(dict(name="mine", base="tiny-random", genome=dict(gene_mutation_rate=1.2))))
+    with pytest.raises(ValueError, match="gene_mutation_rate"):
+        main(["evolve", "--profile", str(p), "--results", str(tmp_path)])
+    p.write_text(json.dumps(dict(name="mine", base="tiny-random", baselines=dict(lorahub=dict(budgett=3)))))
+    with pytest.raises(ValueError, match="budgett"):
+        load_profile(p)
+    with pytest.raises(ValueError, match="unknown profile"):
+        load_profile("cpu-smal")
+    assert not any((tmp_path).glob("*/*/*/final.json"))
