@@ -216,7 +216,7 @@ def baseline_cmd(args) -> int:
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
-# %% ../nbs/13_cli.ipynb #dc810780
+# %% ../nbs/13_cli.ipynb #687d8421
 def bench_cmd(args) -> int:
     "Engine throughput on a real task: bare model vs a population of random genomes (prints one JSON object)."
     import copy
@@ -295,7 +295,7 @@ def quickstart(args) -> int:
           f"\nwall time {time.perf_counter() - t0:.0f} s")
     return 0
 
-# %% ../nbs/13_cli.ipynb #bbdd7007
+# %% ../nbs/13_cli.ipynb #a9df2db1
 def experiment_notebooks(notebooks: str | Path | None = None) -> dict[str, Path]:
     "The experiment notebooks `NN_name.ipynb` of a folder (default: the repository's nbs/experiments), by name, in order."
     d = Path(notebooks) if notebooks is not None else Path(__file__).resolve().parents[1] / "nbs" / "experiments"
@@ -314,6 +314,7 @@ def run_all(
     params: dict | None = None,          # more papermill parameters for every notebook (e.g. methods=[...])
     notebooks: str | Path | None = None, # folder of the experiment notebooks
     progress: bool = True,               # a bar over notebooks and papermill's bar over cells
+    threads: int | None = None,          # torch threads in the notebooks (GENOME_NB_THREADS; 1 on a shared CPU)
 ) -> dict:                               # {name: seconds}; also written to results/<profile>/run_all.json
     "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
     import papermill as pm
@@ -329,14 +330,25 @@ def run_all(
     base = dict(profile=str(profile), root=str(Path(results).resolve()), figures=str(Path(figures).resolve()))
     log_path = out_dir / "run_all.json"
     times = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    bar = tqdm(list(nbs.items()), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
-    for name, nb in bar:
-        bar.set_postfix_str(name)
-        t0 = time.perf_counter()
-        pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
-                            log_output=False, progress_bar=progress, cwd=str(Path.cwd()), kernel_name="python3")
-        times[name] = round(time.perf_counter() - t0, 1)
-        log_path.write_text(json.dumps(times, indent=1) + "\n")
+    # the kernels inherit this environment: the same genome_nb as this process, and the thread setting
+    here = str(Path(__file__).resolve().parents[1])
+    env = {"PYTHONPATH": os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    if threads: env["GENOME_NB_THREADS"] = str(int(threads))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        bar = tqdm(list(nbs.items()), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
+        for name, nb in bar:
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
+            pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
+                                log_output=False, progress_bar=progress, cwd=str(Path.cwd()), kernel_name="python3")
+            times[name] = round(time.perf_counter() - t0, 1)
+            log_path.write_text(json.dumps(times, indent=1) + "\n")
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
     return {n: times[n] for n in nbs}
 
 def run_all_cmd(args) -> int:
@@ -348,12 +360,12 @@ def run_all_cmd(args) -> int:
         try: params[k] = json.loads(v)
         except json.JSONDecodeError as e: raise SystemExit(f"--param {k}: {v!r} is not JSON ({e.msg})") from None
     t0 = time.perf_counter()
-    times = run_all(args.profile, args.results, args.figures, args.only, params, args.notebooks)
+    times = run_all(args.profile, args.results, args.figures, args.only, params, args.notebooks, threads=args.threads)
     for n, s in times.items(): print(f"{n:18s} {s:8.1f} s")
     print(f"{'total':18s} {time.perf_counter() - t0:8.1f} s -> {Path(args.results) / load_profile(args.profile).name}")
     return 0
 
-# %% ../nbs/13_cli.ipynb #d398b090
+# %% ../nbs/13_cli.ipynb #22eae793
 def parser() -> argparse.ArgumentParser:
     "The `genome-nb` argument parser, one sub-command per job."
     p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
@@ -397,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results"); r.add_argument("--figures", default="paper_figures")
     r.add_argument("--param", action="append", metavar="NAME=JSON", help="a notebook parameter for every notebook (repeatable)")
     r.add_argument("--notebooks", default=None, help="folder of the experiment notebooks (default: nbs/experiments)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (1 is much faster on a shared CPU)")
     r.set_defaults(func=run_all_cmd)
     return p
 

@@ -19,9 +19,9 @@ from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
            'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'HPARAM_GRID', 'EXPERIMENTS', 'BATCH_SIZES', 'PLANNERS',
-           'SECONDS_PER_EXAMPLE', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile',
-           'experiment_params', 'RunSpec', 'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate',
-           'estimate_batch', 'repo_path', 'run_plan', 'results_of', 'TableOut', 'frame_table', 'report',
+           'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES',
+           'batch_profile', 'experiment_params', 'RunSpec', 'Plan', 'hardware', 'hparam_draws', 'plan_experiment',
+           'estimate', 'estimate_batch', 'repo_path', 'run_plan', 'results_of', 'TableOut', 'frame_table', 'report',
            'experiment_results', 'write_tables', 'write_figures']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
@@ -44,25 +44,26 @@ ABLATION_LABELS = {"full": "GENOME+", "no_initialization": "w/o initialization",
                    "random_selection": "random selection", "no_succession": "w/o succession", "no_ensemble": "w/o ensemble"}
 HPARAM_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))              # A.4: {0.1, 0.2, …, 1.0}
 
-# %% ../nbs/14_experiments.ipynb #3fce0421
+# %% ../nbs/14_experiments.ipynb #03c26d07
 EXPERIMENTS: dict[str, dict] = {
     "single_task": dict(reproduces="Table 1 (means) and Table 12 (± std)", defaults={
         "smoke": dict(tasks=("toy",), methods=ALL_METHODS, seeds=(41, 42)),
-        "cpu-small": dict(tasks=("emorynlp", "arc_c"), methods=ALL_METHODS, seeds=(41, 42)),
+        "cpu-small": dict(tasks=("emorynlp", "csqa"), methods=ALL_METHODS, seeds=(41, 42)),
         "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS)}),
     "multi_task": dict(reproduces="Table 2", defaults={
         "smoke": dict(domains={"Toy": ("toy", "toy2")}, methods=DYNAMIC_METHODS, seeds=(41,)),
-        "cpu-small": dict(domains={"Affective Computing": ("meld", "emorynlp")}, methods=DYNAMIC_METHODS, seeds=(41,)),
+        "cpu-small": dict(domains={"Question Answering": ("arc_c", "csqa")}, methods=DYNAMIC_METHODS, seeds=(41,)),
         "paper": dict(domains=PAPER_DOMAINS, methods=DYNAMIC_METHODS, seeds=PAPER_SEEDS)}),
     "zero_shot": dict(reproduces="Tables 3 and 4", defaults={
-        "smoke": dict(pairs=(("toy", "toy2"),), languages=("toy3", "toy4"), methods=("best_single",) + DYNAMIC_METHODS, seeds=(41,)),
+        "smoke": dict(pairs=(("toy", "toy2"),), languages=("toy3", "toy4"),
+                      methods=("best_single", "expert_fusion", "pack_of_llms", "genome", "genome_plus"), seeds=(41,)),
         "cpu-small": dict(pairs=(("emorynlp", "meld"),), languages=(),
                           methods=("best_single",) + DYNAMIC_METHODS, seeds=(41,)),
         "paper": dict(pairs=(("mmlu_pro", "mmlu"), ("math", "gsm8k"), ("emorynlp", "meld")), languages=("flores37", "flores101"),
                       methods=("best_single",) + DYNAMIC_METHODS, seeds=PAPER_SEEDS)}),
     "scaling": dict(reproduces="Figure 2", defaults={
         "smoke": dict(tasks=("toy",), sizes=(4, 6), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
-        "cpu-small": dict(tasks=("emorynlp",), sizes=(4, 8), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
+        "cpu-small": dict(tasks=("csqa",), sizes=(10, 14), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "math", "mmlu_pro_reasoning"), sizes=(10, 20, 30, 40),
                       methods=("model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS)}),
     "ablation": dict(reproduces="Table 5", defaults={
@@ -74,33 +75,41 @@ EXPERIMENTS: dict[str, dict] = {
         "cpu-small": dict(tasks=("emorynlp",), methods=GENOME_METHODS, seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "drop", "math"), methods=GENOME_METHODS, seeds=PAPER_SEEDS)}),
     "hparam_sweep": dict(reproduces="Appendix A.4 (the runs behind Tables 9-10)", defaults={
-        "smoke": dict(task="toy", runs=6, seed=47, config=dict(use_ensemble=True)),
-        "cpu-small": dict(task="emorynlp", runs=10, seed=47, config=dict(iterations=2, use_ensemble=True)),
+        "smoke": dict(task="toy", runs=5, seed=47, config=dict(use_ensemble=True)),
+        "cpu-small": dict(task="csqa", runs=10, seed=47, config=dict(iterations=2, use_ensemble=True)),
         "paper": dict(task="mmlu_pro", runs=500, seed=47, config=dict(population_size=10, sigma=0.001, use_ensemble=True, top_k=3))}),
     "validation_size": dict(reproduces="Tables 13-15", defaults={
         "smoke": dict(tasks=("toy",), sizes=(4, 8), methods=GENOME_METHODS, seeds=(41,)),
-        "cpu-small": dict(tasks=("emorynlp",), sizes=(20, 50, 100), methods=GENOME_METHODS, seeds=(41,)),
+        "cpu-small": dict(tasks=("emorynlp",), sizes=(20, 40, 80), methods=GENOME_METHODS, seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "math", "drop"), sizes=(20, 50, 100, 150, 200), methods=GENOME_METHODS, seeds=PAPER_SEEDS)}),
 }
 
-BATCH_SIZES = {"cpu-small": dict(n_val=50, n_test=200, genome=dict(population_size=6, iterations=3, top_k=3))}
+BATCH_SIZES = {"cpu-small": dict(n_val=40, n_test=150, genome=dict(population_size=6, iterations=3, top_k=3),
+                                 baselines=dict(model_swarms=dict(iterations=3))),
+               "smoke": dict(genome=dict(iterations=1), baselines=dict(lorahub=dict(budget=3), merge3=dict(generations=1),
+                                                                      model_swarms=dict(iterations=1)))}
 
 def batch_profile(profile: str | Path | Profile) -> Profile:
-    "The profile as the experiment batch runs it: `BATCH_SIZES` applied (dict fields merged)."
+    "The profile as the experiment batch runs it: `BATCH_SIZES` applied (GenomeConfig and per-baseline overrides merged)."
     p = profile if isinstance(profile, Profile) else load_profile(profile)
-    over = BATCH_SIZES.get(p.name, {})
-    return dataclasses.replace(p, **{k: ({**getattr(p, k), **v} if isinstance(v, dict) else v) for k, v in over.items()})
+    over = dict(BATCH_SIZES.get(p.name, {}))
+    if "genome" in over: over["genome"] = {**p.genome, **over["genome"]}
+    if "baselines" in over:
+        names = dict.fromkeys([*p.baselines, *over["baselines"]])
+        over["baselines"] = {m: {**p.baselines.get(m, {}), **over["baselines"].get(m, {})} for m in names}
+    return dataclasses.replace(p, **over)
 
 def experiment_params(experiment: str, profile: Profile, **given) -> dict:
     "The experiment's parameters: those given (not None), the rest from `EXPERIMENTS` for the profile."
     if experiment not in EXPERIMENTS: raise ValueError(f"unknown experiment {experiment!r}; known: {list(EXPERIMENTS)}")
     defaults = EXPERIMENTS[experiment]["defaults"]
-    if profile.name not in defaults and any(v is None for v in given.values()):
+    needed = list(defaults["paper"])
+    if profile.name not in defaults and any(given.get(k) is None for k in needed):
         raise ValueError(f"experiment {experiment!r} has no defaults for profile {profile.name!r} (it has {list(defaults)}); "
-                         f"pass every parameter ({', '.join(given)}) or add the profile to EXPERIMENTS")
+                         f"pass every parameter ({', '.join(needed)}) or add the profile to EXPERIMENTS")
     d = defaults.get(profile.name, {})
-    unknown = [k for k in given if k not in d and k in ("tasks", "methods", "seeds", "sizes")]
-    if unknown: raise ValueError(f"experiment {experiment!r} takes no parameter(s) {unknown}; it takes {list(d)}")
+    unknown = [k for k in given if k not in needed]
+    if unknown: raise ValueError(f"experiment {experiment!r} takes no parameter(s) {unknown}; it takes {needed}")
     out = dict(d)
     out.update({k: v for k, v in given.items() if v is not None})
     return out
@@ -224,8 +233,10 @@ def plan_experiment(
     p = experiment_params(experiment, prof, **params)
     return Plan(experiment, prof, p, PLANNERS[experiment](p, prof))
 
-# %% ../nbs/14_experiments.ipynb #b3cd678b
-SECONDS_PER_EXAMPLE = {"cpu-small": 0.075}  # choice mode, SmolLM2-135M, this 2-core CPU (issue #10: 5-10 s per 100)
+# %% ../nbs/14_experiments.ipynb #15975058
+SECONDS_PER_TOKEN = {"cpu-small": 0.075 / 146}  # choice mode, SmolLM2-135M, idle 2-core CPU: 7.5 s per 100 ARC-C prompts (146 tokens)
+PROMPT_TOKENS = {"arc_c": 146, "csqa": 120, "mmlu": 203, "mmlu_pro": 287, "mmlu_pro_reasoning": 284, "emorynlp": 286,
+                 "meld": 263}  # mean prompt tokens (SmolLM2 chat template, 200 validation examples), measured once
 
 def _n_experts(profile: Profile) -> int:
     return int(profile.experts.split(":")[1]) if profile.experts.startswith("random:") else 10
@@ -237,6 +248,7 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
     "(examples scored by the run itself, examples of its zero-shot targets), without cache hits."
     from genome_nb.evolution import GenomeConfig
     E, T = _n_experts(profile), len(spec.tasks)
+    tok = lambda ts: float(np.mean([PROMPT_TOKENS.get(t, 200) for t in ts]))
     nv = spec.n_val or profile.n_val or 200
     nt = profile.n_test or 1000
     if spec.method in GENOME_METHODS:
@@ -259,13 +271,13 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
         search = evals[spec.method] * nv * T
         test = (2 * E if spec.method == "pack_of_llms" else 1) * nt * T
     members = 1 + (profile.genome.get("top_k", 3) if spec.method == "genome_plus" else 0)
-    return search + test, members * nt * len(spec.transfer)
+    return search + test, members * nt * len(spec.transfer), tok(spec.tasks), tok(spec.transfer) if spec.transfer else 0.0
 
 def estimate(plan: Plan, seen: set | None = None) -> pd.DataFrame:
     "Examples each run of the plan scores (upper bound; with `seen`, repeated searches cost their test part only)."
     rows = []
     for s in plan.specs:
-        run, tr = _run_cost(plan.profile, s)
+        run, tr, tok_run, tok_tr = _run_cost(plan.profile, s)
         key = (s.method, s.tasks, None if s.method in SEEDLESS_METHODS else s.seed, s.n_val or plan.profile.n_val,
                json.dumps({k: v for k, v in s.config.items() if k not in ("use_ensemble", "top_k")}, sort_keys=True))
         if seen is not None and not s.private_cache:
@@ -277,11 +289,12 @@ def estimate(plan: Plan, seen: set | None = None) -> pd.DataFrame:
                 ek = ("experts", s.tasks, s.n_val or plan.profile.n_val)
                 if ek in seen: run = max(0.0, run - _n_experts(plan.profile) * (s.n_val or plan.profile.n_val or 200) * len(s.tasks))
                 seen.add(ek)
-        rows.append(dict(method=s.method, tasks="+".join(s.tasks), seed=s.seed, variant=s.variant, examples=run + tr))
-    out = pd.DataFrame(rows, columns=["method", "tasks", "seed", "variant", "examples"])
-    spe = SECONDS_PER_EXAMPLE.get(plan.profile.name)
-    out["seconds"] = out.examples * spe if spe else np.nan
-    return out
+        rows.append(dict(method=s.method, tasks="+".join(s.tasks), seed=s.seed, variant=s.variant, examples=run + tr,
+                         tokens=run * tok_run + tr * tok_tr))
+    out = pd.DataFrame(rows, columns=["method", "tasks", "seed", "variant", "examples", "tokens"])
+    spt = SECONDS_PER_TOKEN.get(plan.profile.name)
+    out["seconds"] = out.tokens * spt if spt else np.nan
+    return out.drop(columns="tokens")
 
 def estimate_batch(profile: str | Path | Profile = "cpu-small", experiments: Sequence[str] | None = None) -> pd.DataFrame:
     "Per experiment: runs, examples scored and estimated hours, walking the batch in run-all order with a shared cache."
@@ -295,7 +308,7 @@ def estimate_batch(profile: str | Path | Profile = "cpu-small", experiments: Seq
     out.loc[len(out)] = dict(experiment="total", reproduces="", runs=out.runs.sum(), examples=out.examples.sum(), hours=round(out.hours.sum(), 2))
     return out
 
-# %% ../nbs/14_experiments.ipynb #bc608c3b
+# %% ../nbs/14_experiments.ipynb #d6ff07d3
 def repo_path(p: str | Path) -> Path:
     "An absolute path: `p` itself, or `p` under the repository root (the nearest folder above the cwd with settings.ini)."
     p = Path(p)
@@ -309,10 +322,14 @@ def run_plan(
     root: str | Path = "results",
     progress: bool = False,      # per-generation bars (off in notebooks: they would fill the executed copy)
     log: bool = True,            # one line per run
+    threads: int | None = None,  # torch intra-op threads (default: $GENOME_NB_THREADS, else torch's own choice)
 ) -> pd.DataFrame:               # one row per run: method, tasks, seed, variant, status ("done" before, or "ran"), seconds, run_dir
     "Run (or find already done) every run of a plan; zero-shot targets are scored after their run."
+    import torch
     from genome_nb.evolution import transfer
     from genome_nb.fitness import Evaluator, ScoreCache
+    threads = threads or os.environ.get("GENOME_NB_THREADS")
+    if threads: torch.set_num_threads(int(threads))
     root = repo_path(root)
     prof = plan.profile
     engine = make_engine(prof)
@@ -350,7 +367,7 @@ def results_of(plan: Plan, root: str | Path = "results") -> pd.DataFrame:
     keep = {str(plan.run_dir(s, root)) for s in plan.specs}
     return df[df.run_dir.isin(keep)].reset_index(drop=True)
 
-# %% ../nbs/14_experiments.ipynb #c9184da7
+# %% ../nbs/14_experiments.ipynb #4a6176f7
 @dataclass(repr=False)
 class TableOut:
     "A table to show and to write (Markdown and LaTeX)."
@@ -419,8 +436,10 @@ def _report_zero_shot(df):
         out["table3"] = _out("Table 3: zero-shot transfer (adapted on the source, tested on the target)", pt)
         if "expert_fusion" in pt.mean.index:
             g = pt.gains.xs("expert_fusion", level="base") if len(pt.gains) else pd.DataFrame()
-            if len(g): out["table3_macro"] = frame_table(g.mean(axis=1).rename("macro %Δ vs Expert Fusion").reset_index()
-                                                         .rename(columns={"row": "method"}), "Table 3: macro average gain vs Expert Fusion", 2)
+            if len(g):
+                macro = g.mean(axis=1).rename("Macro Avg. %Δ vs Expert Fusion").reset_index().rename(columns={"row": "Method"})
+                macro["Method"] = macro.Method.map(lambda m: METHOD_LABELS.get(m, m))
+                out["table3_macro"] = frame_table(macro, "Table 3: macro average of the relative gains over Expert Fusion", 2)
     for s, t in lang:
         seen = own[(own.task == s) & (own.variant == "languages")]
         unseen = tr[(tr.transfer_from == s) & (tr.task == t)]
@@ -437,10 +456,10 @@ def _report_scaling(df):
             for t in sorted(d.task.unique())}
 
 def _report_ablation(df):
-    d = _own(df)
-    order = [v for v in ABLATIONS if v in set(d.variant)]
+    d = _own(df).rename(columns={"variant": "Setting"})
+    order = [v for v in ABLATIONS if v in set(d.Setting)]
     return {"table5": _out("Table 5: ablation of GENOME+'s operators", table(
-        d, rows="variant", std=False, row_order=order, row_labels=ABLATION_LABELS, gains_vs=("full",),
+        d, rows="Setting", std=False, row_order=order, row_labels=ABLATION_LABELS, gains_vs=("full",),
         gains_for=tuple(v for v in order if v != "full")))}
 
 def _report_time_efficiency(df):
