@@ -56,7 +56,7 @@ class BaselineConfig:
 
     def validate(self):
         "Check every field; a bad value raises a ValueError naming the class, the field and the value."
-        self._number("seed", integer=True)
+        self._number("seed", lo=0, integer=True)  # numpy and torch generators refuse negative seeds
 
     def to_dict(self) -> dict:
         "JSON-ready fields, with the method's name."
@@ -556,7 +556,7 @@ def fuse_choice_scores(
         out.append([float(v) for v in (row[:, None] * per).sum(0)])
     return out
 
-# %% ../nbs/11_baselines.ipynb #53428a47
+# %% ../nbs/11_baselines.ipynb #70f6b695
 def _prompts(evaluator: Evaluator, task, split: str) -> tuple[list, list[str]]:
     "The examples of a split, in the evaluator's order, and their prompts x (the task's prompt text, shots included)."
     exs = evaluator.examples(task, split)

@@ -11,11 +11,11 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts',
-           'make_tasks', 'run_dir_for', 'run_record', 'run_one', 'reported', 'results_table', 'evolve_cmd',
-           'baseline_cmd', 'bench_cmd', 'experts_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart',
-           'experiment_notebooks', 'run_all', 'run_all_cmd', 'parser', 'main']
+           'make_tasks', 'run_dir_for', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
+           'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info',
+           'plot_fitness', 'quickstart', 'experiment_notebooks', 'run_all', 'run_all_cmd', 'parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #7d483405
+# %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -30,8 +30,35 @@ class Profile:
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
     baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
+    expert_config: dict = field(default_factory=dict)  # ExpertConfig overrides for building the experts
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
     batch_tokens: int = 4096
+    train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
+
+    def __post_init__(self):
+        "Check every value now, naming the field, so a bad profile fails before any work starts."
+        def bad(f, why): raise ValueError(f"profile {self.name!r}: {f}={getattr(self, f)!r}: {why}")
+        from genome_nb.fitness import MODES
+        from genome_nb.models import resolve_dtype
+        from genome_nb.tasks import TASKS
+        for t in self.tasks:
+            if t not in TASKS and t not in ("toy", "toy_number"):
+                bad("tasks", f"unknown task {t!r}; valid names: {', '.join(sorted(TASKS))}")
+        if self.engine not in ("hf", "vllm"): bad("engine", "must be 'hf' or 'vllm'")
+        if self.mode not in MODES: bad("mode", f"must be one of {MODES}")
+        try: resolve_dtype(self.dtype)
+        except ValueError as e: bad("dtype", str(e))
+        for f in ("n_val", "n_test"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1): bad(f, "must be a positive integer or null")
+        if self.experts.startswith("random:"):
+            if not self.experts[7:].isdigit() or int(self.experts[7:]) < 2: bad("experts", "use 'random:<n>' with an integer n ≥ 2")
+        elif self.experts != "built" and not Path(self.experts).is_dir():
+            bad("experts", "must be 'built', 'random:<n>' or an existing directory of PEFT adapters")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            bad("seeds", "must be a non-empty list of integers ≥ 0")
+        if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
+            bad("batch_tokens", "must be an integer ≥ 1")
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -59,7 +86,8 @@ PROFILES = {
                                     model_swarms=dict(iterations=2))),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
                          n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47),
-                         baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=4), merge3=dict(generations=5))),
+                         baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=4), merge3=dict(generations=5)),
+                         expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
                      tasks=("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp"),
                      mode="generate"),
@@ -73,9 +101,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ValueError(f"unknown profile {str(name_or_path)!r}: use one of {sorted(PROFILES)} or a JSON file")
     try: d = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e: raise ValueError(f"{p}: not UTF-8 text ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"{p}: a profile is a JSON object of Profile fields")
     return Profile.from_dict(d, where=str(p))
 
-# %% ../nbs/13_cli.ipynb #d83331fe
+# %% ../nbs/13_cli.ipynb #40c3cc4e
 def make_engine(profile: Profile):
     "The profile's inference engine."
     if profile.engine == "vllm":
@@ -98,9 +128,10 @@ def make_experts(profile: Profile, build: bool = True, progress: bool = True) ->
         gs = {f"random{s}": genome_from_model(random_lora_model(copy.deepcopy(base), spec, seed=s, scale=0.5)) for s in range(n + 1)}
         merged = gs.pop(f"random{n}")
         return gs, merged
-    from genome_nb.experts import DATA_MERGE, EXPERTS, expert_dirs, train_experts
+    from genome_nb.experts import DATA_MERGE, EXPERTS, ExpertConfig, expert_dirs, train_experts
     if profile.experts == "built":
-        if build: train_experts(profile.base, progress=progress)
+        if build: train_experts(profile.base, config=ExpertConfig.from_dict(profile.expert_config), progress=progress,
+                                threads=profile.train_threads)
         dirs = expert_dirs("built", base=profile.base, names=list(EXPERTS) + [DATA_MERGE])
     else:
         dirs = expert_dirs(profile.experts, base=profile.base)
@@ -127,16 +158,18 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
     rid = f"{method}-{'+'.join(tasks)}-s{seed}" + (f"-{tag}" if tag else "")
     return Path(root) / profile.name / experiment / rid
 
-# %% ../nbs/13_cli.ipynb #70330753
+# %% ../nbs/13_cli.ipynb #d5e8756a
 GENOME_METHODS = ("genome", "genome_plus")
 
-def run_record(profile: Profile) -> dict:
-    "What config.json records about the profile: its name and the settings that change a score (sizes are in `evaluator`)."
-    from genome_nb.data import manifest_digest
+def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
+    "What config.json records about the profile (its name and the settings that change a score; sizes are in `evaluator`) and the data."
+    from genome_nb.data import manifest_digest, split_digest
     rec = dict(profile=profile.name, setup=dict(base=profile.base, dtype=profile.dtype, engine=profile.engine,
                                                  experts=profile.experts, mode=profile.mode))
-    try: rec["data_manifest"] = manifest_digest() if not profile.experts.startswith("random:") else None
+    try: rec["data_manifest"] = manifest_digest(evaluator.split_seed) if profile.name != "smoke" else None
     except FileNotFoundError: rec["data_manifest"] = None
+    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed) for s in ("validation", "test")}
+                   for t in tasks}  # pins the exact examples scored, real or synthetic
     return rec
 
 def run_one(
@@ -153,7 +186,7 @@ def run_one(
     progress: bool = True,
 ) -> dict:                        # final.json
     "One run of a method in `run_dir`; a finished run directory answers from its final.json (after a config check)."
-    extra = {**run_record(profile), **(extra or {})}
+    extra = {**run_record(profile, tasks, evaluator), **(extra or {})}
     if method in GENOME_METHODS:
         from genome_nb.evolution import GenomeConfig, evolve
         cfg = GenomeConfig.from_dict({**profile.genome, **(config or {}), "seed": seed, "method": method})
@@ -201,9 +234,27 @@ def results_table(rows: list[dict], task: str, reference: str = "best_single") -
         lines.append(f"| {r['method']} | {r['seed']} | {v:.3f} | {t:.3f} | {gv} | {gt} |")
     return "\n".join(lines)
 
+def check_args(profile: Profile, method: str, task_names: Sequence[str], overrides: dict | None = None) -> None:
+    "Validate a command's method, tasks and overrides before any model is loaded."
+    from genome_nb.evolution import GenomeConfig
+    make_tasks(task_names)
+    if method in ("genome", "genome_plus"): GenomeConfig.from_dict({**profile.genome, **(overrides or {}), "method": method})
+    else:
+        from genome_nb.baselines import baseline_config
+        baseline_config(method, {**profile.baselines.get(method, {}), **(overrides or {})})
+
+def parse_set(text: str | None) -> dict:
+    "The JSON object of `--set`."
+    if not text: return {}
+    try: d = json.loads(text)
+    except json.JSONDecodeError as e: raise ValueError(f"--set {text!r} is not valid JSON ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"--set {text!r}: give a JSON object of configuration fields")
+    return d
+
 def evolve_cmd(args) -> int:
     profile = load_profile(args.profile)
-    over = json.loads(args.set) if args.set else {}
+    over = parse_set(args.set)
+    check_args(profile, args.method, args.task or list(profile.tasks), over)
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment, over)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
@@ -211,12 +262,13 @@ def evolve_cmd(args) -> int:
 
 def baseline_cmd(args) -> int:
     profile = load_profile(args.profile)
+    check_args(profile, args.method, args.task or list(profile.tasks))
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
-# %% ../nbs/13_cli.ipynb #687d8421
+# %% ../nbs/13_cli.ipynb #714c4f4c
 def bench_cmd(args) -> int:
     "Engine throughput on a real task: bare model vs a population of random genomes (prints one JSON object)."
     import copy
@@ -236,6 +288,26 @@ def experts_cmd(args) -> int:
     "Train (or find already trained) the ten experts and the Data Merge adapter."
     from genome_nb.experts import build_experts_main
     return build_experts_main(args.rest) or 0
+
+def capabilities_cmd(args) -> int:
+    "Score every expert and the base model on the profile's multiple-choice tasks; CSV + rank heatmap."
+    from genome_nb.analysis import plot_capability_heatmap
+    from genome_nb.experts import CAPABILITY_TASKS, capability_map
+    from genome_nb.fitness import Evaluator
+    from genome_nb.evolution import atomic_write
+    profile = load_profile(args.profile)
+    names = args.task or (list(profile.tasks) if profile.name == "smoke" else list(CAPABILITY_TASKS))
+    experts, merged = make_experts(profile)
+    if merged is not None: experts = {**experts, "data_merge": merged}
+    out = Path(args.results) / profile.name / "experts"
+    ev = Evaluator(make_engine(profile), mode=profile.mode, n_val=profile.n_val, run_dir=out)
+    df = capability_map(experts, make_tasks(names), ev)
+    atomic_write(out / "capabilities.csv", df.to_csv(index=False, float_format="%.4f"))
+    fig = Path(args.figures) / f"capabilities_{profile.name}.png"
+    plot_capability_heatmap(df[df.expert != "base"], fig)
+    print(df.pivot(index="expert", columns="task", values="score").round(3).to_string())
+    print(f"\n{out / 'capabilities.csv'}\n{fig}")
+    return 0
 
 def splits_cmd(args) -> int:
     "Build the seeded validation/test splits of every dataset and print their sizes."
@@ -365,7 +437,7 @@ def run_all_cmd(args) -> int:
     print(f"{'total':18s} {time.perf_counter() - t0:8.1f} s -> {Path(args.results) / load_profile(args.profile).name}")
     return 0
 
-# %% ../nbs/13_cli.ipynb #22eae793
+# %% ../nbs/13_cli.ipynb #8b97a9f7
 def parser() -> argparse.ArgumentParser:
     "The `genome-nb` argument parser, one sub-command per job."
     p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
@@ -399,6 +471,10 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("experts", help="train the ten experts and Data Merge (idempotent)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the experts builder")
     t.set_defaults(func=experts_cmd)
+    c = sub.add_parser("capabilities", help="score the experts on every multiple-choice task (Figure 3 analogue)")
+    c.add_argument("--profile", default="cpu-small"); c.add_argument("--task", action="append")
+    c.add_argument("--results", default="results"); c.add_argument("--figures", default="paper_figures")
+    c.set_defaults(func=capabilities_cmd)
     s = sub.add_parser("splits", help="build the data splits and print their sizes")
     s.add_argument("--seed", type=int, default=0); s.set_defaults(func=splits_cmd)
     i = sub.add_parser("info", help="versions, cache directory, precision")

@@ -4,23 +4,24 @@
 
 # %% ../nbs/03_data.ipynb #ef96d682
 from __future__ import annotations
-import ast, csv, fcntl, gzip, hashlib, io, json, os, re, tempfile, urllib.request
+import ast, csv, fcntl, gzip, hashlib, io, json, os, re, tempfile, urllib.request, zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 # %% auto #0
 __all__ = ['DATASETS', 'SPLITS', 'N_VAL', 'N_TEST', 'SPLIT_VERSION', 'MGSM_LANGS', 'FLORES_LANGUAGES', 'FLORES37', 'FLORES101',
            'FLORES_SHOT_SENTENCES', 'EMORYNLP_LABELS', 'MELD_LABELS', 'MMLU_PRO_REASONING', 'MMLU_PRO_KNOWLEDGE',
            'PAPER_SIZES', 'SPECS', 'LOADERS', 'RAW_SOURCES', 'BBH_TASKS', 'Example', 'DataError', 'cache_dir',
-           'data_dir', 'raw_dir', 'splits_dir', 'read_jsonl', 'read_parquet', 'decode_text', 'read_csv', 'load_mmlu',
-           'load_mmlu_pro', 'load_gsm8k', 'last_boxed', 'load_math', 'load_mgsm', 'load_flores_sentences', 'load_arc_c',
-           'load_csqa', 'load_bbh', 'load_drop', 'load_emorynlp', 'load_meld', 'load_mbpp', 'hash_order',
-           'assign_splits', 'DatasetSpec', 'read_manifest', 'build_splits', 'register_examples', 'load_split',
-           'manifest_digest', 'download_raw']
+           'data_dir', 'raw_dir', 'splits_dir', 'read_jsonl', 'read_parquet', 'read_text', 'read_json', 'decode_text',
+           'read_csv', 'load_mmlu', 'load_mmlu_pro', 'load_gsm8k', 'last_boxed', 'load_math', 'load_mgsm',
+           'load_flores_sentences', 'load_arc_c', 'load_csqa', 'load_bbh', 'load_drop', 'load_emorynlp', 'load_meld',
+           'load_mbpp', 'hash_order', 'assign_splits', 'DatasetSpec', 'read_manifest', 'build_splits',
+           'register_examples', 'load_split', 'manifest_digest', 'split_digest', 'download_raw']
 
 # %% ../nbs/03_data.ipynb #b0a2052e
 @dataclass(frozen=True)
@@ -96,20 +97,46 @@ def _exists(path: Path) -> Path:
     if not path.is_file(): raise DataError(f"missing data file {path}")
     return path
 
+def _int(value, key: str, where: str) -> int:
+    "int(value), or a DataError naming the record and the field."
+    try: return int(value)
+    except (TypeError, ValueError) as e: raise DataError(f"{where}: field {key!r}={value!r} is not an integer") from e
+
 def read_jsonl(path: Path) -> list[dict]:
-    "Rows of a .jsonl or .jsonl.gz file; a bad line raises a DataError naming the file and line."
-    _exists(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    "Rows of a .jsonl or .jsonl.gz file; a bad line (JSON or UTF-8), a corrupt gzip stream or an empty file raises a DataError naming the file (and line)."
+    data = _exists(path).read_bytes()
+    if path.suffix == ".gz":
+        try: data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e: raise DataError(f"{path}: not a readable gzip file ({e})") from e
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: rows.append(json.loads(line))
-            except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e})") from e
+    for i, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip(): continue
+        try: rows.append(json.loads(line.decode("utf-8")))
+        except UnicodeDecodeError as e: raise DataError(f"{path}:{i}: not valid UTF-8 ({e})") from e
+        except json.JSONDecodeError as e: raise DataError(f"{path}:{i}: not valid JSON ({e})") from e
+    if not rows: raise DataError(f"{path}: empty file (no records)")
     return rows
 
 def read_parquet(path: Path) -> list[dict]:
-    return pq.read_table(_exists(path)).to_pylist()
+    "Rows of a parquet file; a corrupt or empty file raises a DataError naming it."
+    try: rows = pq.read_table(_exists(path)).to_pylist()
+    except (pa.ArrowException, OSError) as e: raise DataError(f"{path}: not a readable parquet file ({e})") from e
+    if not rows: raise DataError(f"{path}: empty file (no records)")
+    return rows
+
+def read_text(path: Path) -> str:
+    "A strict UTF-8 text file; bytes that are not UTF-8 raise a DataError naming the file and line."
+    data = _exists(path).read_bytes()
+    try: return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 ({e})") from e
+
+def read_json(path: Path):
+    "A JSON file (strict UTF-8); errors name the file."
+    text = read_text(path)
+    try: return json.loads(text)
+    except json.JSONDecodeError as e: raise DataError(f"{path}: not valid JSON ({e})") from e
 
 def decode_text(data: bytes) -> tuple[str, int]:
     "Strict UTF-8; else per line UTF-8 or cp1252 (latin-1 for bytes cp1252 lacks). Returns (text, fallback lines)."
@@ -129,6 +156,7 @@ _FALLBACK_LINES: dict[str, int] = {}  # file -> lines decoded as cp1252, reporte
 def read_csv(path: Path, required: Sequence[str] = ()) -> list[dict]:
     "Rows of a CSV file under the encoding policy above; checks the header has `required` columns."
     text, n = decode_text(_exists(path).read_bytes())
+    if not text.strip(): raise DataError(f"{path}: empty file (no header, no records)")
     if n: _FALLBACK_LINES[str(path)] = n
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -144,7 +172,7 @@ def load_mmlu(raw: Path) -> list[Example]:
     for i, r in enumerate(read_parquet(path)):
         where = f"{path} row {i}"
         choices, ans = list(_need(r, "choices", where)), _need(r, "answer", where)
-        if len(choices) != 4 or not 0 <= int(ans) < 4: raise DataError(f"{where}: field 'choices'/'answer' malformed: {choices!r}, {ans!r}")
+        if len(choices) != 4 or not 0 <= _int(ans, "answer", where) < 4: raise DataError(f"{where}: field 'choices'/'answer' malformed: {choices!r}, {ans!r}")
         out.append(Example(f"mmlu/test/{i}", {"question": _need(r, "question", where), "subject": _need(r, "subject", where)},
                            _letter(int(ans)), tuple(choices), {"subject": r["subject"]}))
     return out
@@ -158,7 +186,7 @@ def load_mmlu_pro(raw: Path) -> list[Example]:
         if ans not in [_letter(i) for i in range(len(opts))]:
             raise DataError(f"{where}: field 'answer'={ans!r} is not a letter of the {len(opts)} options")
         cat, meta = _need(r, "category", where), {}
-        if _letter(int(_need(r, "answer_index", where))) != ans:   # one row (question_id 3983): the letter is MMLU-Pro's gold
+        if _letter(_int(_need(r, "answer_index", where), "answer_index", where)) != ans:   # one row (question_id 3983): the letter is MMLU-Pro's gold
             meta["answer_index_disagrees"] = int(r["answer_index"])
         out.append(Example(f"mmlu_pro/{_need(r, 'question_id', where)}", {"question": _need(r, "question", where), "subject": cat},
                            ans, tuple(opts), {"category": cat, "src": r.get("src"), **meta}))
@@ -257,7 +285,7 @@ def load_flores_sentences(raw: Path) -> dict[str, list[str]]:
     out = {}
     for code in ("eng", *FLORES_LANGUAGES):
         path = _exists(folder / f"{code}.devtest")
-        lines = path.read_text(encoding="utf-8").split("\n")
+        lines = read_text(path).split("\n")
         if lines and lines[-1] == "": lines = lines[:-1]
         out[code] = lines
     n = {c: len(v) for c, v in out.items()}
@@ -272,7 +300,7 @@ def load_arc_c(raw: Path) -> list[Example]:
     out = []
     for i, r in enumerate(read_jsonl(path)):
         where = f"{path}:{i + 1}"
-        q, choices, gold = _need(r, "query", where), list(_need(r, "choices", where)), int(_need(r, "gold", where))
+        q, choices, gold = _need(r, "query", where), list(_need(r, "choices", where)), _int(_need(r, "gold", where), "gold", where)
         if not 0 <= gold < len(choices): raise DataError(f"{where}: field 'gold'={gold} out of range for {len(choices)} choices")
         q = q[len("Question:"):].strip() if q.startswith("Question:") else q.strip()
         out.append(Example(f"arc_c/{i}", {"question": q}, _letter(gold), tuple(choices), {}))
@@ -300,7 +328,7 @@ def load_bbh(raw: Path) -> list[Example]:
     if len(files) != 27: raise DataError(f"{folder}: expected the 27 BBH task files, found {len(files)}")
     out = []
     for path in files:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         for i, r in enumerate(_need(data, "examples", str(path))):
             where = f"{path} example {i}"
             out.append(Example(f"bbh/{path.stem}/{i}", {"question": _need(r, "input", where)},
@@ -558,8 +586,11 @@ class _Lock:
 def read_manifest(out_dir: str | Path) -> dict | None:
     path = Path(out_dir) / "manifest.json"
     if not path.is_file(): return None
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise DataError(f"{path}: not valid JSON ({e}); delete it to rebuild") from e
+    try: man = read_json(path)
+    except DataError as e: raise DataError(f"{e}; delete it to rebuild") from e
+    if not isinstance(man, dict) or not isinstance(man.get("datasets", {}), dict):
+        raise DataError(f"{path}: not a split manifest (expected an object with 'datasets'); delete it to rebuild")
+    return man
 
 def _check_names(names: Iterable[str]) -> list[str]:
     names = list(names)
@@ -646,14 +677,13 @@ def load_split(
         mem = sorted({k[0] for k in _MEMORY})
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}" + (f"; registered: {mem}" if mem else ""))
     out = Path(out_dir) if out_dir is not None else splits_dir(seed)
-    try: raw = raw_dir(data_dir)
-    except FileNotFoundError: raw = None     # no raw data here: trust splits that are already built
+    try: raw, no_raw = raw_dir(data_dir), ""
+    except FileNotFoundError as e: raw, no_raw = None, str(e)  # no raw data here: trust splits that are already built
     man = read_manifest(out)
     entry = (man or {}).get("datasets", {}).get(name)
     if (man is None or man.get("split_version") != SPLIT_VERSION or man.get("seed") != seed or entry is None
             or _stale(entry, raw)):
-        if raw is None: raise FileNotFoundError(f"{out}: no built split {name}/{split}, and no raw data to build it "
-                                                f"(set GENOME_DATA_DIR)")
+        if raw is None: raise FileNotFoundError(f"{out}: no built split {name}/{split}, and no raw data to build it: {no_raw}")
         man = build_splits(raw, out, seed, names=[name])
         entry = man["datasets"][name]
     info = entry["splits"].get(split)
@@ -673,6 +703,18 @@ def load_split(
 def manifest_digest(seed: int = 0, out_dir: str | Path | None = None) -> str:
     "sha256 of the manifest file: one string that pins every split of a seed (for run configs)."
     return _sha256_file(Path(out_dir or splits_dir(seed)) / "manifest.json")
+
+def split_digest(
+    name: str,                            # a dataset of DATASETS, or a name given to register_examples
+    split: str,                           # "validation", "test" or "shots"
+    seed: int = 0,                        # the split seed
+    out_dir: str | Path | None = None,    # splits folder (default `splits_dir(seed)`)
+) -> str:
+    "sha256 of one split's serialised examples: the manifest's hash for a built dataset, the same hash computed in memory for registered examples (a run config can pin synthetic tasks too)."
+    if (name, split) in _MEMORY: return hashlib.sha256(_dump(_MEMORY[(name, split)])).hexdigest()
+    load_split(name, split, seed=seed, out_dir=out_dir)          # builds it if needed and checks its hash
+    man = read_manifest(Path(out_dir) if out_dir is not None else splits_dir(seed))
+    return man["datasets"][name]["splits"][split]["sha256"]
 
 # %% ../nbs/03_data.ipynb #c06b5fda
 _GH = "https://raw.githubusercontent.com/{repo}/HEAD/{path}"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evolution.ipynb #f8e3d8a5
 from __future__ import annotations
-import dataclasses, difflib, fcntl, json, math, os, platform, time
+import contextlib, dataclasses, difflib, fcntl, json, math, os, platform, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -66,19 +66,28 @@ class GenomeConfig:
         for f in ("crossover_rate", "individual_mutation_rate", "gene_mutation_rate"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0: bad(f, "a rate must lie in [0, 1]")
-        if not isinstance(self.population_size, int) or self.population_size < 2: bad("population_size", "N must be an integer ≥ 2")
-        if not isinstance(self.iterations, int) or self.iterations < 0: bad("iterations", "K must be an integer ≥ 0")
+        if isinstance(self.population_size, bool) or not isinstance(self.population_size, int) or self.population_size < 2:
+            bad("population_size", "N must be an integer ≥ 2")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            bad("iterations", "K must be an integer ≥ 0")
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.population_size:
             bad("top_k", f"must be an integer in [1, N={self.population_size}]")
         if not (isinstance(self.sigma, (int, float)) and self.sigma >= 0 and math.isfinite(self.sigma)): bad("sigma", "σ must be a finite number ≥ 0")
-        if not 0.0 < self.elite_ratio < 1.0: bad("elite_ratio", "α must lie in (0, 1)")
-        if len(self.phi) != 4 or min(self.phi) < 0 or sum(self.phi) <= 0: bad("phi", "four non-negative weights with a positive sum")
+        if isinstance(self.elite_ratio, bool) or not isinstance(self.elite_ratio, (int, float)) or not 0.0 < self.elite_ratio < 1.0:
+            bad("elite_ratio", "α must be a number in (0, 1)")
+        if len(self.phi) != 4 or not all(math.isfinite(p) and p >= 0 for p in self.phi) or sum(self.phi) <= 0:
+            bad("phi", "four finite, non-negative weights with a positive sum")
         if not (self.lam >= 0 and math.isfinite(self.lam)): bad("lam", "λ must be a finite number ≥ 0")
-        if self.experience_scale < 0: bad("experience_scale", "must be ≥ 0")
+        if not (isinstance(self.experience_scale, (int, float)) and math.isfinite(self.experience_scale) and self.experience_scale >= 0):
+            bad("experience_scale", "must be a finite number ≥ 0")
+        from genome_nb.merge import MERGE_METHODS
+        if self.merge_method not in MERGE_METHODS: bad("merge_method", f"must be one of {sorted(MERGE_METHODS)}")
+        for f in ("use_initialization", "use_crossover", "use_mutation", "use_succession", "use_ensemble", "rescore_after_succession"):
+            if not isinstance(getattr(self, f), bool): bad(f, "must be true or false")
         for f, ok in (("init_weights", ("uniform", "released")), ("crossover_count", ("trials", "expected")),
                       ("selection", ("proportional", "tournament", "random")), ("succession_scheme", ("paper", "released"))):
             if getattr(self, f) not in ok: bad(f, f"must be one of {ok}")
-        if not isinstance(self.seed, int): bad("seed", "must be an integer")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0: bad("seed", "must be an integer ≥ 0")
 
     def to_dict(self) -> dict: return {**asdict(self), "phi": list(self.phi)}
 
@@ -103,15 +112,25 @@ class Individual:
     origin: dict = field(default_factory=dict)
 
 # %% ../nbs/08_evolution.ipynb #d8cd5284
+@contextlib.contextmanager
+def _cleanup_on_failure(tmp: Path, path: Path):
+    "A failed write (full disk, ...) removes its temporary file and names the file it was writing."
+    try: yield
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None: raise OSError(e.errno, f"writing {path}: {e.strerror}") from e
+        raise
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     "Write a file through a temporary name and an atomic rename."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _cleanup_on_failure(tmp, path):
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 def write_json(path: Path, obj) -> None: atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
@@ -134,10 +153,11 @@ class RunLock:
 # %% ../nbs/08_evolution.ipynb #a6b4f94d
 def run_environment() -> dict:
     "Library versions recorded in config.json."
-    import transformers, peft, numpy
+    import importlib.metadata as md
     from genome_nb import __version__
+    libs = ("transformers", "peft", "numpy", "tokenizers", "safetensors", "sacrebleu", "scipy", "nevergrad")
     return dict(genome_nb=__version__, python=platform.python_version(), torch=torch.__version__,
-                transformers=transformers.__version__, peft=peft.__version__, numpy=numpy.__version__)
+                **{lib: md.version(lib) for lib in libs})
 
 def diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
     "Paths of the fields that differ between two JSON-like configs."
@@ -174,9 +194,10 @@ def save_checkpoint(path: Path, generation: int, population: list[Individual], b
                 best=dict(id=best.id, fitness=best.fitness, origin=best.origin, weights=best.genome.flatten()),
                 succession=_state_to_ckpt(state), rng=gen.get_state(), history=history, counters=counters)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
-    torch.save(ckpt, tmp)
-    with open(tmp, "rb") as f: os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _cleanup_on_failure(tmp, path):
+        torch.save(ckpt, tmp)
+        with open(tmp, "rb") as f: os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 def load_checkpoint(path: Path, template: LoraGenome):
     ckpt = torch.load(path, weights_only=False)
@@ -238,6 +259,9 @@ def evolve(
     check_compatible(genomes)
     tasks = list(tasks)
     weights = list(task_weights) if task_weights is not None else [1.0] * len(tasks)
+    if (len(weights) != len(tasks) or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights)
+            or sum(weights) <= 0):
+        raise ValueError(f"task weights {weights} must be finite, ≥ 0, one per task ({len(tasks)}) and sum to > 0")
     cfg_json = dict(config=config.to_dict(), tasks=[t.name for t in tasks], task_weights=weights,
                     experts={n: g.digest() for n, g in experts.items()},
                     evaluator=evaluator_record(evaluator),
@@ -258,6 +282,8 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
         ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
         gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
         start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
+        # the checkpoint is the truth: a run killed between it and the history write left history.jsonl behind
+        atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     else:
         write_json(run_dir / "config.json", {**cfg_json, "environment": run_environment()})
         gen = make_generator(config.seed)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_fitness.ipynb #a2c743f6
 from __future__ import annotations
-import json, os, time
+import fcntl, json, math, numbers, os, time
 import torch
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -13,7 +13,8 @@ from typing import Sequence
 from .engines import Engine
 
 # %% auto #0
-__all__ = ['fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
+__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'engine_base', 'Evaluator',
+           'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -49,14 +50,22 @@ class ScoreCache:
         if self.path and self.path.is_file(): self._load()
 
     def _load(self):
-        lines = self.path.read_text(encoding="utf-8").split("\n")
-        for n, line in enumerate(lines, 1):
+        with open(self.path, "rb") as f:                    # read only: a finished run may sit on a read-only disk
+            fcntl.flock(f, fcntl.LOCK_SH)                    # no append is half done while we look
+            data = f.read()
+        if not data.endswith(b"\n") and data:               # torn last line (killed or failed mid-append): cut it off,
+            with open(self.path, "r+b") as f:                # or the next append would be glued to it
+                fcntl.flock(f, fcntl.LOCK_EX)
+                data = f.read()
+                f.truncate(end := data.rfind(b"\n") + 1); data = data[:end]
+        for n, line in enumerate(data.split(b"\n"), 1):
             if not line.strip(): continue
-            try: rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                if n >= len(lines) - 1: break  # torn final line of a killed run
-                raise ValueError(f"{self.path}, line {n}: not valid JSON ({e.msg}); the score cache is corrupted") from e
-            self.mem[rec["key"]] = TaskScore(**rec["value"])
+            try:
+                rec = json.loads(line.decode("utf-8"))
+                self.mem[rec["key"]] = TaskScore(**rec["value"])
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{self.path}, line {n}: not a cache record ({type(e).__name__}: {e}); "
+                                 "the score cache is corrupted (delete it to rescore)") from e
 
     def get(self, key: str) -> TaskScore | None: return self.mem.get(key)
 
@@ -64,9 +73,15 @@ class ScoreCache:
         self.mem[key] = value
         if self.path is None: return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"key": key, "value": asdict(value)}, separators=(",", ":")) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line); f.flush(); os.fsync(f.fileno())
+        line = (json.dumps({"key": key, "value": asdict(value)}, separators=(",", ":")) + "\n").encode("utf-8")
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            start = f.seek(0, os.SEEK_END)
+            try:
+                f.write(line); f.flush(); os.fsync(f.fileno())
+            except OSError:                                  # e.g. ENOSPC: take the partial line back, then report
+                f.truncate(start)
+                raise
 
     def __len__(self): return len(self.mem)
 
@@ -81,6 +96,14 @@ class Budget:
     seconds: float = 0.0   # wall time spent scoring
 
 # %% ../nbs/07_fitness.ipynb #def7f7b9
+MODES = ("auto", "choice", "generate")
+
+def engine_base(engine) -> str | None:
+    "The base model an engine runs, as it was named when loaded (`VLLMEngine.model_name`, else the HF config's `name_or_path`); None if it does not say."
+    name = getattr(engine, "model_name", None)
+    if name is None: name = getattr(getattr(getattr(engine, "model", None), "config", None), "name_or_path", None)
+    return str(name) if name else None
+
 class Evaluator:
     "Score genomes on tasks with an engine, through a cache."
     def __init__(self,
@@ -90,6 +113,14 @@ class Evaluator:
                  n_test: int | None = None, # cap on test examples (None: the whole split)
                  split_seed: int = 0,       # seed of the data splits
                  run_dir: str | Path | None = None):  # where the disk cache lives (None: memory only)
+        modes = mode.values() if isinstance(mode, dict) else [mode]
+        if not isinstance(mode, (str, dict)) or any(m not in MODES for m in modes):
+            raise ValueError(f"Evaluator mode={mode!r}: use one of {MODES}, or a dict task name -> one of them")
+        for f, v in (("n_val", n_val), ("n_test", n_test)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"Evaluator {f}={v!r}: use a positive integer, or None for the whole split")
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+            raise ValueError(f"Evaluator split_seed={split_seed!r}: use a non-negative integer")
         self.engine, self.mode, self.n_val, self.n_test, self.split_seed = engine, mode, n_val, n_test, split_seed
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
         self.budget, self.splits_read, self._prepared = Budget(), [], {}
@@ -104,6 +135,15 @@ class Evaluator:
     def key(self, digest: str, task, split: str) -> str:
         n = self.n_val if split == "validation" else self.n_test
         return "|".join([digest, task.name, split, str(n), str(self.split_seed), self.mode_for(task), self.engine.fingerprint])
+
+    def _check_base(self, genomes, digests):
+        "Refuse an adapter made for another base model than the engine's (same shapes would score silently)."
+        base = engine_base(self.engine)
+        for g, d in zip(genomes, digests):
+            spec = getattr(g, "spec", None)
+            if base and spec is not None and spec.base_model != base:
+                raise ValueError(f"genome {d[:8]} is an adapter of base model {spec.base_model!r}, but the engine runs "
+                                 f"{base!r}; use adapters trained on the engine's base model")
 
     def _prepare(self, task, split: str):
         "Examples, rendered texts and labels of a task split (computed once)."
@@ -129,6 +169,11 @@ class Evaluator:
         before = eng.stats.tokens_computed + eng.stats.tokens_padded + eng.stats.tokens_generated
         if mode == "choice":
             lps = eng.score_choices(genomes, texts, labels)
+            bad = [gi for gi, g in enumerate(lps) if not all(math.isfinite(x) for lp in g for x in lp)]
+            if bad:
+                d = genomes[bad[0]].digest()[:8] if genomes[bad[0]] is not None else "base"
+                raise ValueError(f"task {task.name!r} ({split}): genome {d} gives NaN/Inf label log-probabilities; "
+                                 "its weights or the base model's are broken")
             preds = [[ls[max(range(len(ls)), key=lambda j: lp[j])] for lp, ls in zip(g, labels)] for g in lps]
             outs = lps
         else:
@@ -154,10 +199,12 @@ class Evaluator:
         "Per-genome, per-task scores and the weighted multi-task fitness; cached genomes are not re-scored."
         if split not in ("validation", "test"): raise ValueError(f"split={split!r}: use 'validation' or 'test'")
         weights = list(weights) if weights is not None else [1.0] * len(tasks)
-        if len(weights) != len(tasks) or sum(weights) <= 0 or min(weights) < 0:
-            raise ValueError(f"task weights {weights} must be non-negative, sum to > 0 and match the {len(tasks)} tasks")
+        if (len(weights) != len(tasks) or not all(isinstance(w, numbers.Real) and math.isfinite(w) for w in weights)
+                or sum(weights) <= 0 or min(weights) < 0):
+            raise ValueError(f"task weights {weights} must be finite, non-negative, sum to > 0 and match the {len(tasks)} tasks")
         t0 = time.perf_counter()
         digests = [g.digest() if g is not None else "base" for g in genomes]
+        self._check_base(genomes, digests)
         scores = [dict() for _ in genomes]
         for task in tasks:
             todo = {}  # digest -> genome, each distinct missing genome once

@@ -138,6 +138,9 @@ class LoraGenome(collections.abc.Mapping):
             if not isinstance(v, torch.Tensor): raise TypeError(f"tensor {name!r} is a {type(v).__name__}, not a torch.Tensor")
             if not v.is_floating_point(): raise TypeError(f"tensor {name!r} has dtype {v.dtype}; LoRA weights are floating point")
             t[name] = v.detach().to("cpu", torch.float32, copy=True).contiguous()
+            if not torch.isfinite(t[name]).all():  # a NaN individual would still get a score (argmax of NaNs)
+                raise ValueError(f"tensor {name!r} contains {int((~torch.isfinite(t[name])).sum())} NaN/Inf values "
+                                 f"(after conversion to float32)")
         if not t: raise ValueError("a LoraGenome needs at least one tensor")
         self._set(t, spec)
         if spec is not None: self._check_spec()
@@ -328,9 +331,14 @@ def load_adapter(
     if isinstance(tm, str) or tm is None: tm = sorted(targets)  # a regex/"all-linear": the tensors say what was adapted
     elif not targets <= set(tm):
         raise ValueError(f"{cfg_file}: tensors adapt modules {sorted(targets - set(tm))} not listed in target_modules={sorted(tm)}")
-    spec = LoraSpec.from_peft(cfg, base_model=declared or base_model, target_modules=tuple(tm), source=str(cfg_file))
-    try: return LoraGenome(tensors, spec)
-    except ValueError as e: raise ValueError(f"{st_file}: {e}") from e
+    try: spec = LoraSpec.from_peft(cfg, base_model=declared or base_model, target_modules=tuple(tm), source=str(cfg_file))
+    except (TypeError, ValueError) as e:  # LoraSpec's own checks do not know the file: name it
+        raise ValueError(str(e) if str(cfg_file) in str(e) else f"{cfg_file}: {e}") from e
+    try:
+        genome = LoraGenome(tensors, spec)
+        genome.lora_pairs()  # every module has both lora_A and lora_B, and they form B @ A
+    except (TypeError, ValueError) as e: raise ValueError(f"{st_file}: {e}") from e
+    return genome
 
 # %% ../nbs/00_genome.ipynb #691ddb02
 def save_adapter(

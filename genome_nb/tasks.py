@@ -326,7 +326,9 @@ class SandboxLimits:
     file_mb: int = 16            # RLIMIT_FSIZE (also caps stdout/stderr)
     nproc: int = 32              # RLIMIT_NPROC (enforced for non-root users: the sandbox user)
     nofile: int = 64             # RLIMIT_NOFILE
+    disk_mb: int = 64            # size of the working folder's own tmpfs (with namespaces): caps what the program writes
     namespaces: bool = True      # use unshare's net/pid/mount namespaces when they work here
+    hide_host: bool = True       # with namespaces: cover the host's non-system folders (homes, repository, data) with empty tmpfs
     audit_hook: bool = True      # the Python audit-hook layer
 
 @dataclass(frozen=True)
@@ -344,49 +346,69 @@ _WRAPPER = r"""
 import json, os, resource, sys, traceback
 cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
 null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
-status = cfg["status_fd"]
+status, home = cfg["status_fd"], os.getcwd()
 def fail_setup(msg):
     sys.stderr.write("genome_nb sandbox setup failed: " + msg + "\n"); sys.stderr.flush(); os._exit(97)
+# the interpreter's own folders: what the program may import from (outermost folders only)
+lib = sorted({os.path.realpath(p) for p in sys.path + [sys.base_prefix, sys.base_exec_prefix] if os.path.isdir(p)}, key=len)
+lib = [p for i, p in enumerate(lib) if p != "/" and not any((p + "/").startswith(q + "/") for q in lib[:i])]
 if cfg["private_tmp"]:
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
+    RDONLY, NOSUID, NODEV, REMOUNT, BIND, REC = 1, 2, 4, 32, 4096, 16384
     def mount(src, dst, fstype, flags, data):
         if libc.mount(src, dst.encode(), fstype, flags, data) != 0:
             fail_setup("mount %s on %s: %s" % (src, dst, os.strerror(ctypes.get_errno())))
-    paths = [p for p in sys.path if os.path.isdir(p)]
+    if cfg["disk_mb"]:
+        # the working folder becomes a small tmpfs of its own: files the program writes never reach the host's disk
+        opts = "size=%dm,mode=0700" % cfg["disk_mb"] + ("" if cfg["uid"] is None else ",uid=%d,gid=%d" % (cfg["uid"], cfg["uid"]))
+        mount(b"tmpfs", home, b"tmpfs", NOSUID | NODEV, opts.encode())
+        os.chdir(home)
     private = []
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(d) and not any((p + "/").startswith(d + "/") for p in paths):
-            mount(b"tmpfs", d, b"tmpfs", 2 | 4, b"size=16m,mode=1777")      # MS_NOSUID | MS_NODEV
+        if os.path.isdir(d) and not any((p + "/").startswith(d + "/") for p in lib):
+            mount(b"tmpfs", d, b"tmpfs", NOSUID | NODEV, b"size=16m,mode=1777")
             private.append(d)
-    if cfg["uid"] is not None and "/tmp" in private:
-        # The interpreter's library may sit behind a folder the sandbox user cannot enter (e.g. /root, mode 700).
-        # Keep the paths unchanged (imported packages remember them): stage each library folder, cover the
-        # closed folder with an empty tmpfs, and bind the library back at its own path, read-only.
+    if "/tmp" in private:
+        # Cover with an empty read-only tmpfs (a) every top-level folder that is not the system's own (home
+        # folders, /root, the repository, data, caches, /run's sockets) when hide_host is on, and (b) a folder on
+        # the way to the library that the sandbox user cannot enter (e.g. /root, mode 700). Keep the library's
+        # paths unchanged (imported packages remember them): stage each library folder under the private
+        # /tmp, cover, bind the library back at its own path read-only, and drop the staging view.
         os.umask(0o022)
+        walls = set()
+        if cfg["hide"]:
+            for n in os.listdir("/"):
+                if n not in ("bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "sys", "tmp", "usr") \
+                        and not os.path.islink("/" + n) and os.path.isdir("/" + n):
+                    walls.add("/" + n)
         def wall(p):
             cur = ""
             for part in p.strip("/").split("/"):
                 cur += "/" + part
-                if not os.stat(cur).st_mode & 1: return cur
+                if cur in walls or (cfg["uid"] is not None and not os.stat(cur).st_mode & 1): return cur
             return None
         todo = []
-        for p in sorted(paths, key=len):
-            if any((p + "/").startswith(q + "/") for q, _, _ in todo): continue
+        for p in lib:
             w = wall(p)
             if w is None: continue
+            if w == p and p in walls:
+                walls.discard(p); continue          # the library is a whole top-level folder: leave it in view
             if w == p: fail_setup("library folder %s is closed to other users" % p)
             stage = "/tmp/.stage%d" % len(todo)
             os.mkdir(stage, 0o755)
-            mount(p.encode(), stage, None, 4096 | 16384, None)                     # MS_BIND | MS_REC
+            mount(p.encode(), stage, None, BIND | REC, None)
             todo.append((p, w, stage))
-        for w in sorted({w for _, w, _ in todo}, key=len):
-            if not any((w + "/").startswith(v + "/") for _, v, _ in todo if v != w and len(v) < len(w)):
-                mount(b"tmpfs", w, b"tmpfs", 2 | 4, b"size=1m,mode=0755")
+        cover = sorted(walls | {w for _, w, _ in todo}, key=len)
+        cover = [w for i, w in enumerate(cover) if not any((w + "/").startswith(v + "/") for v in cover[:i])]
+        for w in cover: mount(b"tmpfs", w, b"tmpfs", NOSUID | NODEV, b"size=1m,mode=0755")
         for p, _, stage in todo:
             os.makedirs(p, exist_ok=True)
-            mount(stage.encode(), p, None, 4096 | 16384, None)
-            mount(None, p, None, 32 | 4096 | 1, None)                               # MS_REMOUNT | MS_BIND | MS_RDONLY
+            mount(stage.encode(), p, None, BIND | REC, None)
+            mount(None, p, None, REMOUNT | BIND | RDONLY, None)
+            if libc.umount2(stage.encode(), 2) != 0: fail_setup("umount %s: %s" % (stage, os.strerror(ctypes.get_errno())))
+            os.rmdir(stage)
+        for w in cover: mount(None, w, None, REMOUNT | RDONLY | NOSUID | NODEV, None)
     del ctypes, libc, mount
 if cfg["uid"] is not None:
     try:
@@ -400,29 +422,38 @@ for res, v in ((resource.RLIMIT_CPU, (L["cpu"], L["cpu"] + 1)), (resource.RLIMIT
                (resource.RLIMIT_NOFILE, (L["nofile"], L["nofile"])), (resource.RLIMIT_CORE, (0, 0))):
     resource.setrlimit(res, v)
 if cfg["audit"]:
-    home = os.getcwd()
     blocked = ("socket.", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
                "os.kill", "os.killpg", "subprocess.Popen", "pty.", "ctypes.", "resource.setrlimit",
                "resource.prlimit", "os.setuid", "os.setgid", "os.chroot", "os.startfile", "os.putenv",
                "http.client.connect", "urllib.Request", "ftplib.", "smtplib.", "imaplib.", "poplib.", "telnetlib.")
     writes = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.truncate",
               "os.chmod", "os.chown", "shutil.rmtree", "shutil.copyfile", "shutil.move", "os.utime", "os.mkfifo")
-    def inside(p):
-        if isinstance(p, bytes): p = os.fsdecode(p)
-        if not isinstance(p, str): return True
-        a = os.path.normpath(os.path.join(home, p))
-        return a == home or a.startswith(home + os.sep)
+    lists = ("os.listdir", "os.scandir", "glob.glob")
+    # what may be read: the working folder, the interpreter's library, the system's programs and libraries
+    readable = tuple(lib) + tuple(sorted({os.path.normpath(p) for p in sys.path if p})) + (
+        "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/dev", "/proc/self",
+        "/etc/localtime", "/etc/timezone", "/etc/mime.types", "/etc/os-release")
+    def under(p, roots, _os=os):
+        if isinstance(p, bytes): p = _os.fsdecode(p)
+        if not isinstance(p, str): return True             # a file descriptor: already open
+        a = _os.path.normpath(_os.path.join(_os.getcwd(), p))
+        return any(a == r or a.startswith(r + "/") for r in roots)
     def hook(event, args, _os=os):
         if event.startswith(blocked):
             raise PermissionError("sandbox: %s is not allowed" % event)
         if event == "open" and len(args) >= 3:
             mode, flags = args[1] or "", args[2] or 0
             w = any(c in str(mode) for c in "wax+") or flags & (_os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND)
-            if w and not inside(args[0]): raise PermissionError("sandbox: writing %r is not allowed" % (args[0],))
+            if w and not under(args[0], (home,)): raise PermissionError("sandbox: writing %r is not allowed" % (args[0],))
+            if not w and not under(args[0], (home,) + readable): raise PermissionError("sandbox: reading %r is not allowed" % (args[0],))
         elif event.startswith(writes):
             for p in args[:2]:
-                if isinstance(p, (str, bytes)) and not inside(p):
+                if isinstance(p, (str, bytes)) and not under(p, (home,)):
                     raise PermissionError("sandbox: %s on %r is not allowed" % (event, p))
+        elif event in lists and args and isinstance(args[0], (str, bytes)) and not under(args[0], (home,) + readable):
+            raise PermissionError("sandbox: %s on %r is not allowed" % (event, args[0]))
+        elif event == "os.chdir" and args and not under(args[0], (home,)):
+            raise PermissionError("sandbox: os.chdir to %r is not allowed" % (args[0],))
     sys.addaudithook(hook)
 program = cfg.pop("program")
 os.write(status, b"R")
@@ -454,6 +485,15 @@ def _child_sys_path() -> tuple[str, ...]:
                          capture_output=True, text=True, timeout=60, check=True).stdout
     return tuple(json.loads(out))
 
+@lru_cache(maxsize=None)
+def _child_lib() -> tuple[str, ...]:
+    "The interpreter's folders the wrapper keeps in view (sys.path and the base prefix, real paths, outermost only)."
+    code = ("import os, sys, json\n"
+            "lib = sorted({os.path.realpath(p) for p in sys.path + [sys.base_prefix, sys.base_exec_prefix] if os.path.isdir(p)}, key=len)\n"
+            "print(json.dumps([p for i, p in enumerate(lib) if p != '/' and not any((p + '/').startswith(q + '/') for q in lib[:i])]))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    return tuple(json.loads(out))
+
 def _others_can_read(path: str) -> bool:
     "True when a user with no relation to the owner can reach and read `path` (mode bits along the way)."
     p = Path(path)
@@ -473,7 +513,10 @@ def sandbox_layers(limits: SandboxLimits = SandboxLimits()) -> tuple[str, ...]:
     "The isolation layers `run_sandboxed` will use on this machine with these limits."
     ns = _namespace_prefix() if limits.namespaces else None
     out = ["process group"]
-    if ns: out += ["net+pid+mount namespaces", "private /tmp"] + (["user namespace"] if "--user" in ns else [])
+    if ns:
+        out += ["net+pid+mount namespaces", "private /tmp"] + (["user namespace"] if "--user" in ns else [])
+        if limits.disk_mb: out.append(f"working folder on a {limits.disk_mb} MB tmpfs")
+        if limits.hide_host and not any((p + "/").startswith("/tmp/") for p in _child_lib()): out.append("host folders hidden")
     if _sandbox_uid(ns) is not None: out.append("uid nobody")
     out += ["rlimits", "empty cwd + clean env"]
     if limits.audit_hook: out.append("audit hook")
@@ -499,6 +542,7 @@ def run_sandboxed(program: str, limits: SandboxLimits = SandboxLimits()) -> Sand
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
     r_fd, w_fd = os.pipe()
     cfg = {"program": program, "status_fd": w_fd, "private_tmp": ns is not None, "uid": uid, "audit": limits.audit_hook,
+           "disk_mb": int(limits.disk_mb), "hide": bool(limits.hide_host),
            "limits": {"cpu": int(limits.cpu_s), "mem": limits.memory_mb << 20, "fsize": limits.file_mb << 20,
                       "nproc": limits.nproc, "nofile": limits.nofile}}
     argv = [*(ns or ()), sys.executable, "-I", "-S", "-c", _WRAPPER]

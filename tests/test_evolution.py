@@ -39,19 +39,21 @@ def history(run_dir):
 
 
 def test_resume_after_kill_gives_identical_results(tmp_path):
-    reference = ns["run"](tmp_path / "uninterrupted")
+    "kill -9 twice, each time just after a generation was checkpointed (so inside the next one), then resume."
+    reference = ns["run"](tmp_path / "uninterrupted", iterations=8)
     killed = tmp_path / "killed"
-    script = SETUP + f"\nrun({str(killed)!r})\n"
+    script = SETUP + f"\nrun({str(killed)!r}, iterations=8)\n"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for delay in (0.0, 0.7):  # kill while generation 1 is being evaluated, then again later
+    for lines in (2, 5):
         proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and not ((killed / "history.jsonl").is_file() and len(history(killed)) >= 1 + (delay > 0)):
-            time.sleep(0.02)
-        time.sleep(delay)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (
+                (killed / "history.jsonl").is_file() and len(history(killed)) >= lines):
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL); proc.wait()
-        assert not (killed / "final.json").is_file(), "the run finished before it could be killed; make it longer"
-    resumed = ns["run"](killed)
+        assert not (killed / "final.json").is_file(), "the run finished before it could be killed"
+        assert len(history(killed)) < 9
+    resumed = ns["run"](killed, iterations=8)
     assert resumed == reference
     assert (killed / "final.json").read_text() == (tmp_path / "uninterrupted" / "final.json").read_text()
     assert [h["global_best"] for h in history(killed)] == [h["global_best"] for h in history(tmp_path / "uninterrupted")]
