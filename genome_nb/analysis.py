@@ -271,7 +271,7 @@ def task_metric(
     raise ValueError(f"{where or 'load_results'}: no metric known for task {task!r} (final.json has no 'metrics' entry "
                      f"for it and it is not a registered task); pass metrics={{{task!r}: 'accuracy'}} (or 'bleu', …)")
 
-# %% ../nbs/12_analysis.ipynb #b4774ce0
+# %% ../nbs/12_analysis.ipynb #c43fc0f8
 def _num(v) -> float: return float(v) if v is not None else math.nan
 
 def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
@@ -297,7 +297,7 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
         if metric not in METRIC_SCALE:
             raise ValueError(f"{fpath}: task {t!r} has metric {metric!r}, unknown to METRIC_SCALE {sorted(METRIC_SCALE)}")
         r = dict(profile=cfg.get("profile"), experiment=cfg.get("experiment"), variant=cfg.get("variant"),
-                 run_id=d.name, method=method, seed=seed, task=t, metric=metric, scale=METRIC_SCALE[metric],
+                 run_id=d.name, method=method, seed=seed, task=t, transfer_from=None, metric=metric, scale=METRIC_SCALE[metric],
                  val_best=_num(_get(fin, fpath, "best", "validation", t, kind=(int, float))),
                  test_best=_num(_get(fin, fpath, "best", "test", t, kind=(int, float))),
                  val_ensemble=_num(_get(fin, fpath, "ensemble", "validation", t, kind=(int, float))) if has_ens else math.nan,
@@ -313,10 +313,35 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
                  opt_seconds=opt_s, eval_seconds=_num(bev.get("seconds")), generations=len(hist) - 1 if hist else math.nan,
                  run_dir=str(d))
         rows.append(r)
+    if (d / "transfer.json").is_file(): rows += _transfer_rows(d, rows[0], tasks, metrics)
     return rows
 
-# %% ../nbs/12_analysis.ipynb #ed96fc91
-RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "metric", "scale",
+def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
+    "Rows of transfer.json: the run's adapters scored zero-shot on other tasks (test only; no validation, no cost)."
+    tpath = d / "transfer.json"
+    tr = _read_json(tpath)
+    if not isinstance(tr, dict): raise ValueError(f"{tpath}: expected a JSON object, got {type(tr).__name__}")
+    rows = []
+    for t, e in sorted(tr.items()):
+        if t in tasks: raise ValueError(f"{tpath}: target task {t!r} is one of the run's own tasks {tasks}")
+        metric = (metrics or {}).get(t) or _get(tr, tpath, t, "metric", kind=str, optional=True) or task_metric(t, None, metrics, str(tpath))
+        if metric not in METRIC_SCALE:
+            raise ValueError(f"{tpath}: task {t!r} has metric {metric!r}, unknown to METRIC_SCALE {sorted(METRIC_SCALE)}")
+        best = _num(_get(tr, tpath, t, "best", kind=(int, float)))
+        ens = _get(tr, tpath, t, "ensemble", optional=True)
+        if ens is not None and (isinstance(ens, bool) or not isinstance(ens, (int, float))):
+            raise ValueError(f"{tpath}: field '{t}.ensemble' = {ens!r} is not a number or null")
+        use_ens = run_row["method"] == "genome_plus" and ens is not None
+        r = {**run_row, "task": t, "transfer_from": "+".join(tasks), "metric": metric, "scale": METRIC_SCALE[metric],
+             "val_best": math.nan, "test_best": best, "val_ensemble": math.nan, "test_ensemble": _num(ens),
+             "reported": _num(ens) if use_ens else best, "reported_from": "ensemble" if use_ens else "best",
+             "n_test": _num(e.get("n_test")), **{k: math.nan for k in ("evaluations", "engine_evaluations", "cache_hits",
+                                                                       "tokens", "opt_seconds", "eval_seconds")}}
+        rows.append(r)
+    return rows
+
+# %% ../nbs/12_analysis.ipynb #acedb493
+RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "transfer_from", "metric", "scale",
                   "val_best", "test_best", "val_ensemble", "test_ensemble", "fitness_best", "reported", "reported_from",
                   *HPARAMS, "n_val", "n_test", "evaluations", "engine_evaluations", "cache_hits", "tokens",
                   "opt_seconds", "eval_seconds", "generations", "run_dir"]

@@ -556,7 +556,7 @@ def fuse_choice_scores(
         out.append([float(v) for v in (row[:, None] * per).sum(0)])
     return out
 
-# %% ../nbs/11_baselines.ipynb #53428a47
+# %% ../nbs/11_baselines.ipynb #70f6b695
 def _prompts(evaluator: Evaluator, task, split: str) -> tuple[list, list[str]]:
     "The examples of a split, in the evaluator's order, and their prompts x (the task's prompt text, shots included)."
     exs = evaluator.examples(task, split)
@@ -613,7 +613,8 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
             dict(pack=[g.digest() for g in genomes], tau=c.tau, static=static.digest() if static else None)).encode()).hexdigest()
         best = dict(id="pack_of_llms", digest=digest, origin=dict(op="pack_of_llms", modes=modes, tau=c.tau),
                     fitness=val_fit, validation=val, test=test, test_fitness=test_fit)
-        final = dict(method=c.method, seed=c.seed, tasks=[t.name for t in run.tasks], best=best,
+        final = dict(method=c.method, seed=c.seed, tasks=[t.name for t in run.tasks],
+                     metrics={t.name: t.metric for t in run.tasks}, best=best,
                      evaluations=run.counters["evaluations"], modes=modes, mean_weights=dict(zip(names, lam_bar.tolist())),
                      per_query_mean_weights={k: dict(zip(names, v)) for k, v in val_lams.items()})
         if static is not None: final["static_weights"] = {names[k]: float(lam_bar[k]) for k in top}

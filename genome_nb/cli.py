@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['PROFILES', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts', 'make_tasks',
-           'run_dir_for', 'reported', 'results_table', 'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd',
-           'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'parser',
-           'main']
+__all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts',
+           'make_tasks', 'run_dir_for', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
+           'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info',
+           'plot_fitness', 'quickstart', 'experiment_notebooks', 'run_all', 'run_all_cmd', 'parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #4ff4906c
+# %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -86,6 +86,7 @@ PROFILES = {
                                     model_swarms=dict(iterations=2))),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
                          n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47),
+                         baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=4), merge3=dict(generations=5)),
                          expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
                      tasks=("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp"),
@@ -104,7 +105,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     if not isinstance(d, dict): raise ValueError(f"{p}: a profile is a JSON object of Profile fields")
     return Profile.from_dict(d, where=str(p))
 
-# %% ../nbs/13_cli.ipynb #5d0a8f16
+# %% ../nbs/13_cli.ipynb #40c3cc4e
 def make_engine(profile: Profile):
     "The profile's inference engine."
     if profile.engine == "vllm":
@@ -139,12 +140,16 @@ def make_experts(profile: Profile, build: bool = True, progress: bool = True) ->
             load_adapter(merged, base_model=profile.base) if merged else None)
 
 def make_tasks(names: Sequence[str]):
-    "Tasks by name (the smoke profile's `toy` tasks are synthetic)."
+    "Tasks by name. Synthetic ones for the smoke profile: `toy`/`toy<k>` (choice), `toy_number`/`toy_number<k>` (generate), data seed k."
+    import re
     from genome_nb.tasks import get_task, make_toy_task
     out = []
     for n in names:
-        if n == "toy": out.append(make_toy_task(n=8, seed=0))
-        elif n == "toy_number": out.append(make_toy_task(n=8, seed=1, kind="number", name="toy_number"))
+        m = re.fullmatch(r"toy(_number)?(\d*)", n)
+        if m:
+            kind = "number" if m.group(1) else "choice"
+            seed = int(m.group(2)) if m.group(2) else (1 if kind == "number" else 0)
+            out.append(make_toy_task(n=8, seed=seed, kind=kind, name=n))
         else: out.append(get_task(n))
     return out
 
@@ -153,37 +158,61 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
     rid = f"{method}-{'+'.join(tasks)}-s{seed}" + (f"-{tag}" if tag else "")
     return Path(root) / profile.name / experiment / rid
 
-# %% ../nbs/13_cli.ipynb #5cc250ea
-def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[str], seeds: Sequence[int], root,
-                 experiment: str, overrides: dict | None = None, progress: bool = True, cache_root=None) -> list[dict]:
-    "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
-    from genome_nb.evolution import GenomeConfig, evolve
-    from genome_nb.fitness import Evaluator
+# %% ../nbs/13_cli.ipynb #d5e8756a
+GENOME_METHODS = ("genome", "genome_plus")
+
+def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
+    "What config.json records about the profile (its name and the settings that change a score; sizes are in `evaluator`) and the data."
     from genome_nb.data import manifest_digest, split_digest
+    rec = dict(profile=profile.name, setup=dict(base=profile.base, dtype=profile.dtype, engine=profile.engine,
+                                                 experts=profile.experts, mode=profile.mode))
+    try: rec["data_manifest"] = manifest_digest(evaluator.split_seed) if profile.name != "smoke" else None
+    except FileNotFoundError: rec["data_manifest"] = None
+    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed) for s in ("validation", "test")}
+                   for t in tasks}  # pins the exact examples scored, real or synthetic
+    return rec
+
+def run_one(
+    profile: Profile,
+    method: str,                  # "genome" | "genome_plus" | a baseline name (genome_nb.baselines.BASELINES)
+    tasks: Sequence,              # Task objects (multi-task fitness: their mean)
+    seed: int,
+    run_dir: str | Path,
+    evaluator,                    # a genome_nb.fitness.Evaluator (its cache may be shared between runs)
+    experts: dict,                # name → LoraGenome
+    merged=None,                  # the Data Merge adapter (data_merge only)
+    config: dict | None = None,   # overrides of the profile's GenomeConfig (GENOME methods) or of the baseline's config
+    extra: dict | None = None,    # more keys for config.json (experiment, variant, ...)
+    progress: bool = True,
+) -> dict:                        # final.json
+    "One run of a method in `run_dir`; a finished run directory answers from its final.json (after a config check)."
+    extra = {**run_record(profile, tasks, evaluator), **(extra or {})}
+    if method in GENOME_METHODS:
+        from genome_nb.evolution import GenomeConfig, evolve
+        cfg = GenomeConfig.from_dict({**profile.genome, **(config or {}), "seed": seed, "method": method})
+        return evolve(experts, tasks, cfg, evaluator, run_dir, progress=progress, extra_config=extra)
+    from genome_nb.baselines import run_baseline
+    cfg = {**profile.baselines.get(method, {}), **(config or {}), "seed": seed}
+    kw = dict(adapter=merged) if method == "data_merge" else {}
+    return run_baseline(method, experts, tasks, cfg, evaluator, run_dir, progress=progress, extra_config=extra, **kw)
+
+def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[str], seeds: Sequence[int], root,
+                 experiment: str, overrides: dict | None = None, progress: bool = True, cache_root=None,
+                 baseline_overrides: dict | None = None) -> list[dict]:
+    "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
+    from genome_nb.fitness import Evaluator
     engine = make_engine(profile)
     experts, merged = make_experts(profile, progress=progress)
     tasks = make_tasks(task_names)
     rows = []
     for seed in seeds:
         for method in methods:
-            cfg_d = {**profile.genome, **(overrides or {}), "seed": seed}
             rd = run_dir_for(root, profile, experiment, method, task_names, seed)
             ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
                            run_dir=Path(cache_root) if cache_root else rd)
-            extra = dict(profile=profile.to_dict(), experiment=experiment)
-            try: extra["data_manifest"] = manifest_digest(ev.split_seed) if profile.name != "smoke" else None
-            except FileNotFoundError: extra["data_manifest"] = None
-            extra["data"] = {t.name: {s: split_digest(t.dataset, s, seed=ev.split_seed) for s in ("validation", "test")}
-                             for t in tasks}  # pins the exact examples scored, real or synthetic
+            config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
             t0 = time.perf_counter()
-            if method in ("genome", "genome_plus"):
-                final = evolve(experts, tasks, GenomeConfig.from_dict({**cfg_d, "method": method}), ev, rd,
-                               progress=progress, extra_config=extra)
-            else:
-                from genome_nb.baselines import run_baseline
-                bcfg = {**profile.baselines.get(method, {}), **(overrides or {}), "seed": seed}
-                kw = dict(adapter=merged) if method == "data_merge" else {}
-                final = run_baseline(method, experts, tasks, bcfg, ev, rd, progress=progress, extra_config=extra, **kw)
+            final = run_one(profile, method, tasks, seed, rd, ev, experts, merged, config, dict(experiment=experiment), progress)
             rows.append(dict(method=method, seed=seed, run_dir=str(rd), final=final, seconds=time.perf_counter() - t0))
     return rows
 
@@ -338,7 +367,77 @@ def quickstart(args) -> int:
           f"\nwall time {time.perf_counter() - t0:.0f} s")
     return 0
 
-# %% ../nbs/13_cli.ipynb #01e4a382
+# %% ../nbs/13_cli.ipynb #a9df2db1
+def experiment_notebooks(notebooks: str | Path | None = None) -> dict[str, Path]:
+    "The experiment notebooks `NN_name.ipynb` of a folder (default: the repository's nbs/experiments), by name, in order."
+    d = Path(notebooks) if notebooks is not None else Path(__file__).resolve().parents[1] / "nbs" / "experiments"
+    if not d.is_dir(): raise FileNotFoundError(f"experiment notebooks folder {d} not found (pass --notebooks DIR)")
+    out = {}
+    for p in sorted(d.glob("[0-9][0-9]_*.ipynb")):
+        out[p.stem.split("_", 1)[1]] = p
+    if not out: raise FileNotFoundError(f"{d}: no experiment notebook NN_name.ipynb")
+    return out
+
+def run_all(
+    profile: str = "smoke",              # a profile name or JSON file
+    results: str | Path = "results",     # results root (run directories, executed notebooks, tables)
+    figures: str | Path = "paper_figures",
+    only: Sequence[str] | None = None,   # experiment names to run (default: all, in order)
+    params: dict | None = None,          # more papermill parameters for every notebook (e.g. methods=[...])
+    notebooks: str | Path | None = None, # folder of the experiment notebooks
+    progress: bool = True,               # a bar over notebooks and papermill's bar over cells
+    threads: int | None = None,          # torch threads in the notebooks (GENOME_NB_THREADS; 1 on a shared CPU)
+) -> dict:                               # {name: seconds}; also written to results/<profile>/run_all.json
+    "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
+    import papermill as pm
+    from tqdm.auto import tqdm
+    prof = load_profile(profile)
+    nbs = experiment_notebooks(notebooks)
+    if only:
+        bad = [n for n in only if n not in nbs]
+        if bad: raise ValueError(f"unknown experiment(s) {bad}; known: {list(nbs)}")
+        nbs = {n: p for n, p in nbs.items() if n in only}
+    out_dir = Path(results).resolve() / prof.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = dict(profile=str(profile), root=str(Path(results).resolve()), figures=str(Path(figures).resolve()))
+    log_path = out_dir / "run_all.json"
+    times = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    # the kernels inherit this environment: the same genome_nb as this process, and the thread setting
+    here = str(Path(__file__).resolve().parents[1])
+    env = {"PYTHONPATH": os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    if threads: env["GENOME_NB_THREADS"] = str(int(threads))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        bar = tqdm(list(nbs.items()), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
+        for name, nb in bar:
+            bar.set_postfix_str(name)
+            t0 = time.perf_counter()
+            pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
+                                log_output=False, progress_bar=progress, cwd=str(Path.cwd()), kernel_name="python3")
+            times[name] = round(time.perf_counter() - t0, 1)
+            log_path.write_text(json.dumps(times, indent=1) + "\n")
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    return {n: times[n] for n in nbs}
+
+def run_all_cmd(args) -> int:
+    "`genome-nb run-all`: execute the experiment notebooks (all, or --only ones) for a profile."
+    params = {}
+    for kv in args.param or []:
+        k, sep, v = kv.partition("=")
+        if not sep or not k: raise SystemExit(f"--param {kv!r}: expected NAME=JSON, e.g. methods='[\"genome\"]'")
+        try: params[k] = json.loads(v)
+        except json.JSONDecodeError as e: raise SystemExit(f"--param {k}: {v!r} is not JSON ({e.msg})") from None
+    t0 = time.perf_counter()
+    times = run_all(args.profile, args.results, args.figures, args.only, params, args.notebooks, threads=args.threads)
+    for n, s in times.items(): print(f"{n:18s} {s:8.1f} s")
+    print(f"{'total':18s} {time.perf_counter() - t0:8.1f} s -> {Path(args.results) / load_profile(args.profile).name}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #8b97a9f7
 def parser() -> argparse.ArgumentParser:
     "The `genome-nb` argument parser, one sub-command per job."
     p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
@@ -380,6 +479,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0); s.set_defaults(func=splits_cmd)
     i = sub.add_parser("info", help="versions, cache directory, precision")
     i.set_defaults(func=info)
+    r = sub.add_parser("run-all", help="execute the experiment notebooks (papermill) for a profile; resumable")
+    r.add_argument("--profile", default="smoke", help=f"one of {sorted(PROFILES)} or a JSON profile file")
+    r.add_argument("--only", nargs="+", metavar="EXP", help="experiment names (default: all)")
+    r.add_argument("--results", default="results"); r.add_argument("--figures", default="paper_figures")
+    r.add_argument("--param", action="append", metavar="NAME=JSON", help="a notebook parameter for every notebook (repeatable)")
+    r.add_argument("--notebooks", default=None, help="folder of the experiment notebooks (default: nbs/experiments)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (1 is much faster on a shared CPU)")
+    r.set_defaults(func=run_all_cmd)
     return p
 
 def main(argv: list[str] | None = None) -> int:

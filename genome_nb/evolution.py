@@ -22,7 +22,7 @@ from .ensemble import ensemble_predict
 __all__ = ['METHODS', 'FREE_TEXT_METRICS', 'GenomeConfig', 'Individual', 'atomic_write', 'write_json', 'RunLock',
            'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint', 'evaluator_record',
            'check_same_config', 'evolve', 'is_free_text', 'best_record', 'prediction_rows', 'write_results',
-           'finish_single']
+           'finish_single', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -433,3 +433,41 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
     final["ensemble"] = ens
     adapters = {"best": best.genome, **{f"member{j}": m.genome for j, m in enumerate(members)}}
     return write_results(run_dir, final, rows, evaluator, counters, adapters, final_started=t0)
+
+# %% ../nbs/08_evolution.ipynb #d5388f71
+def transfer(
+    run_dir: str | Path,          # a finished run directory (final.json and adapters/)
+    target_tasks: Sequence,       # Task objects to score zero-shot (test split)
+    evaluator: Evaluator,         # scores the adapters (same engine as the run, usually)
+) -> dict:                        # {task: {"best", "ensemble", "metric", "n_test", "members", "evaluator"}} of the targets
+    "Score a run's saved best adapter and ensemble members on other tasks' test split; write run_dir/transfer.json."
+    from genome_nb.genome import load_adapter
+    run_dir = Path(run_dir)
+    fpath = run_dir / "final.json"
+    if not fpath.is_file(): raise FileNotFoundError(f"{fpath}: not found; transfer needs a finished run")
+    final = json.loads(fpath.read_text())
+    best_dir = run_dir / "adapters" / "best"
+    if not best_dir.is_dir():
+        raise FileNotFoundError(f"{best_dir}: the {final.get('method')!r} run saved no adapter (a per-query method has none), "
+                                f"so it cannot be transferred by scoring adapters")
+    ev_rec = dict(engine=evaluator.engine.fingerprint, mode=evaluator.mode, n_test=evaluator.n_test, split_seed=evaluator.split_seed)
+    path = run_dir / "transfer.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [t for t in target_tasks if old.get(t.name, {}).get("evaluator") != ev_rec]
+    if todo:
+        members = sorted((p for p in (run_dir / "adapters").glob("member*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+        genomes = [load_adapter(best_dir)] + [load_adapter(p) for p in members]
+        want = [final["best"]["digest"]] + [m["digest"] for m in final.get("ensemble", {}).get("members", [])]
+        got = [g.digest() for g in genomes]
+        if got != want: raise ValueError(f"{run_dir / 'adapters'}: adapters {got} do not match final.json's digests {want}")
+        res = evaluator.evaluate(genomes, todo, "test")
+        for t in todo:
+            entry = dict(best=res.scores[0][t.name].score, ensemble=None, metric=t.metric,
+                         n_test=len(res.scores[0][t.name].ids), members=len(members), evaluator=ev_rec)
+            if members:
+                preds = ensemble_predict([res.scores[1 + j][t.name].predictions for j in range(len(members))],
+                                         free_text=is_free_text(t))
+                entry["ensemble"] = float(t.score(preds, evaluator.examples(t, "test"))[t.metric])
+            old[t.name] = entry
+        write_json(path, old)
+    return {t.name: old[t.name] for t in target_tasks}
