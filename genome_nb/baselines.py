@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .genome import LoraGenome, check_compatible, load_adapter
 from .merge import merge
 from .fitness import Evaluator, fitness_scale
-from .evolution import (Individual, RunLock, atomic_write, check_same_config, evaluator_record,
+from .evolution import (Individual, RunLock, atomic_write, check_fields, check_same_config, evaluator_record,
                                  finish_single, run_environment, write_json, write_results)
 
 # %% auto #0
@@ -68,12 +68,7 @@ class BaselineConfig:
         d = dict(d)
         m = d.pop("method", cls.method)
         if m != cls.method: raise ValueError(f"{cls.__name__} configures method {cls.method!r}, not {m!r}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
-            raise ValueError(f"unknown {cls.__name__} field(s): " + ", ".join(
-                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()))
+        check_fields(cls, d, f"unknown {cls.__name__} field(s):")
         return cls(**d)
 
 # %% ../nbs/11_baselines.ipynb #7df16975

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #d1aa677d
 from __future__ import annotations
-import argparse, dataclasses, difflib, json, os, platform, sys, time
+import argparse, dataclasses, json, os, platform, sys, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
@@ -64,12 +64,8 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "profile") -> Profile:
-        names = [f.name for f in dataclasses.fields(cls)]
-        bad = [k for k in d if k not in names]
-        if bad:
-            hint = {k: difflib.get_close_matches(k, names, n=1) for k in bad}
-            raise ValueError(f"{where}: unknown field(s) " + ", ".join(
-                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hint.items()))
+        from genome_nb.evolution import check_fields
+        check_fields(cls, d, f"{where}: unknown field(s)")
         d = dict(d)
         for k in ("tasks", "seeds"):
             if k in d: d[k] = tuple(d[k])

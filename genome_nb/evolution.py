@@ -19,13 +19,21 @@ from .fitness import Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
-__all__ = ['METHODS', 'FREE_TEXT_METRICS', 'GenomeConfig', 'Individual', 'atomic_write', 'write_json', 'RunLock',
+__all__ = ['METHODS', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'atomic_write', 'write_json', 'RunLock',
            'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint', 'evaluator_record',
            'check_same_config', 'evolve', 'is_free_text', 'best_record', 'prediction_rows', 'write_results',
            'finish_single', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
+
+def check_fields(cls, d: Mapping, what: str) -> None:
+    "Reject keys of `d` that are not fields of dataclass `cls`, suggesting the closest name (message: `what` + the keys)."
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
+        raise ValueError(f"{what} " + ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()))
 
 @dataclass
 class GenomeConfig:
@@ -94,12 +102,7 @@ class GenomeConfig:
     @classmethod
     def from_dict(cls, d: Mapping) -> GenomeConfig:
         "Build from a dict (e.g. a profile or config.json), rejecting unknown keys by name."
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
-            raise ValueError("unknown GenomeConfig field(s): " + ", ".join(
-                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()))
+        check_fields(cls, d, "unknown GenomeConfig field(s):")
         return cls(**dict(d))
 
 # %% ../nbs/08_evolution.ipynb #fce1accc

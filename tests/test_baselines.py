@@ -14,6 +14,7 @@ from genome_nb.fitness import Evaluator
 from genome_nb.genome import LoraSpec, genome_from_model, random_lora_model
 from genome_nb.models import load_base
 from genome_nb.tasks import make_toy_task
+from conftest import SpyTask, history
 
 base, tok = load_base("tiny-random", dtype="fp32")
 spec = LoraSpec(base_model="tiny-random", r=4, lora_alpha=8, target_modules=("q_proj", "v_proj"))
@@ -30,21 +31,6 @@ def run(method, run_dir, tasks=None, **kw):
     cfg = {**SMALL.get(method, {}), **kw}
     return run_baseline(method, experts, tasks or [task], cfg, Evaluator(engine, run_dir=run_dir), run_dir,
                         progress=False, **extra)
-
-
-def history(run_dir):
-    return [json.loads(l) for l in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
-
-
-class SpyTask:
-    "Delegates to a task and records which splits were read, and how many history lines existed then."
-    def __init__(self, task, log, run_dir):
-        self._task, self._log, self._run_dir = task, log, run_dir
-    def __getattr__(self, name): return getattr(self._task, name)
-    def examples(self, split, seed=0, n=None):
-        done = len(history(self._run_dir)) if (self._run_dir / "history.jsonl").is_file() else 0
-        self._log.append((split, done))
-        return self._task.examples(split, seed=seed, n=n)
 
 
 @pytest.mark.parametrize("method", sorted(BASELINES))

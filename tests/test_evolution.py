@@ -10,6 +10,7 @@ from genome_nb.fitness import Evaluator
 from genome_nb.genome import LoraSpec, genome_from_model, random_lora_model
 from genome_nb.models import load_base
 from genome_nb.tasks import make_toy_task
+from conftest import SpyTask, history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +33,6 @@ SETUP = textwrap.dedent('''
 ''')
 ns: dict = {}
 exec(SETUP, ns)
-
-
-def history(run_dir):
-    return [json.loads(l) for l in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
 
 
 def test_resume_after_kill_gives_identical_results(tmp_path):
@@ -84,17 +81,6 @@ def test_selection_scheme_reaches_the_operator(tmp_path, monkeypatch, scheme):
     monkeypatch.setattr(evo, "select", spy)
     ns["run"](tmp_path, iterations=2, selection=scheme)
     assert seen == [scheme, scheme]
-
-
-class SpyTask:
-    "Delegates to a task and records which splits were read, and when."
-    def __init__(self, task, log, run_dir):
-        self._task, self._log, self._run_dir = task, log, run_dir
-    def __getattr__(self, name): return getattr(self._task, name)
-    def examples(self, split, seed=0, n=None):
-        done = len(history(self._run_dir)) if (self._run_dir / "history.jsonl").is_file() else 0
-        self._log.append((split, done))
-        return self._task.examples(split, seed=seed, n=n)
 
 
 def test_test_split_is_read_only_at_the_end(tmp_path):
