@@ -80,9 +80,9 @@ PROFILES = {
                      genome=dict(population_size=4, iterations=2, top_k=2), seeds=(41, 42),
                      baselines=dict(lorahub=dict(budget=6), merge3=dict(population=4, generations=2, n_anchors=4),
                                     model_swarms=dict(iterations=2))),
-    "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("arc_c",),
-                         n_val=100, n_test=300, genome=dict(population_size=8, iterations=4), seeds=(41, 42, 47),
-                         baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=4), merge3=dict(generations=5)),
+    "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("emorynlp",),
+                         n_val=40, n_test=150, genome=dict(population_size=6, iterations=3, top_k=3), seeds=(41, 42, 47),
+                         baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=3), merge3=dict(generations=5)),
                          expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
                      tasks=("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp"),
@@ -196,16 +196,17 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
                  experiment: str, overrides: dict | None = None, progress: bool = True, cache_root=None,
                  baseline_overrides: dict | None = None) -> list[dict]:
     "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
-    from genome_nb.fitness import Evaluator
+    from genome_nb.fitness import Evaluator, ScoreCache
     engine = make_engine(profile)
     experts, merged = make_experts(profile, progress=progress)
     tasks = make_tasks(task_names)
+    shared = ScoreCache(Path(cache_root) / "scores.jsonl") if cache_root else None
     rows = []
     for seed in seeds:
         for method in methods:
             rd = run_dir_for(root, profile, experiment, method, task_names, seed)
-            ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
-                           run_dir=Path(cache_root) if cache_root else rd)
+            ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test, run_dir=None if shared else rd)
+            if shared: ev.cache = shared
             config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
             t0 = time.perf_counter()
             final = run_one(profile, method, tasks, seed, rd, ev, experts, merged, config, dict(experiment=experiment), progress)
@@ -296,10 +297,10 @@ def capabilities_cmd(args) -> int:
     experts, merged = make_experts(profile)
     if merged is not None: experts = {**experts, "data_merge": merged}
     out = Path(args.results) / profile.name / "experts"
-    ev = Evaluator(make_engine(profile), mode=profile.mode, n_val=profile.n_val, run_dir=out)
+    ev = Evaluator(make_engine(profile), mode=profile.mode, n_val=profile.n_val, run_dir=out, progress=True)
     df = capability_map(experts, make_tasks(names), ev)
     atomic_write(out / "capabilities.csv", df.to_csv(index=False, float_format="%.4f"))
-    fig = Path(args.figures) / f"capabilities_{profile.name}.png"
+    fig = Path(args.figures) / profile.name / "figure3_capabilities.png"   # where the figures notebook redraws it
     plot_capability_heatmap(df[df.expert != "base"], fig)
     print(df.pivot(index="expert", columns="task", values="score").round(3).to_string())
     print(f"\n{out / 'capabilities.csv'}\n{fig}")
@@ -351,16 +352,20 @@ def quickstart(args) -> int:
     t0 = time.perf_counter()
     profile = load_profile(args.profile)
     task = args.task or profile.tasks[0]
+    seeds = args.seed or [42]
     root = Path(args.results)
-    print(f"profile {profile.name}: base {profile.base}, task {task}, seed {args.seed}, "
+    print(f"profile {profile.name}: base {profile.base}, task {task}, seed(s) {seeds}, "
           f"{profile.n_val or 200} validation / {profile.n_test or 'all'} test examples, GENOME overrides {profile.genome}")
-    rows = _run_methods(profile, QUICKSTART_METHODS, [task], [args.seed], root, "quickstart",
-                        cache_root=root / profile.name / "quickstart" / f"_cache-s{args.seed}")
+    # the profile's shared score cache (the one `run-all` uses): its keys hold genome digest, task, split, sizes and
+    # engine, so the experts' scores are computed once for every seed, and the batch's single-task runs with the
+    # same seeds find the quickstart's scores there
+    rows = _run_methods(profile, QUICKSTART_METHODS, [task], seeds, root, "quickstart", cache_root=root / profile.name / "_cache")
     print("\n" + results_table(rows, task))
-    fig = plot_fitness(rows, Path(args.figures) / f"quickstart_{profile.name}_{task}_s{args.seed}.png",
-                       title=f"{profile.name} · {task} · seed {args.seed}")
-    print(f"\nfitness by generation: {fig}\nrun directories: {root / profile.name / 'quickstart'}"
-          f"\nwall time {time.perf_counter() - t0:.0f} s")
+    for s in seeds:
+        fig = plot_fitness([r for r in rows if r["seed"] == s], Path(args.figures) / f"quickstart_{profile.name}_{task}_s{s}.png",
+                           title=f"{profile.name} · {task} · seed {s}")
+        print(f"\nfitness by generation (seed {s}): {fig}")
+    print(f"run directories: {root / profile.name / 'quickstart'}\nwall time {time.perf_counter() - t0:.0f} s")
     return 0
 
 # %% ../nbs/13_cli.ipynb #a9df2db1
@@ -447,7 +452,7 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the README's main job")
     q.add_argument("--profile", default="cpu-small")
     q.add_argument("--task", default=None)
-    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--seed", type=int, action="append", help="a run seed (repeat for several; default 42)")
     q.add_argument("--results", default="results")
     q.add_argument("--figures", default="paper_figures")
     q.set_defaults(func=quickstart)

@@ -123,15 +123,21 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
         if any(s[k] != t for s in seqs): return k
     return n
 
-def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
-    "Indices sorted by length and cut into batches whose padded size stays under `batch_tokens`."
+def length_batches(
+    lengths: Sequence[int],   # tokens per row
+    batch_tokens: int,        # most padded tokens (rows × longest row) per batch
+    max_batch: int,           # most rows per batch
+    max_waste: float = 0.04,  # most padding per batch, as a fraction of its padded size
+) -> list[list[int]]:
+    "Indices sorted by length and cut into batches that stay under `batch_tokens` and pad at most `max_waste`."
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches, cur = [], []
+    batches, cur, real = [], [], 0
     for i in order:
         longest = lengths[i]  # sorted ascending: the newcomer is the longest
-        if cur and (len(cur) + 1 > max_batch or (len(cur) + 1) * longest > batch_tokens):
-            batches.append(cur); cur = []
-        cur.append(i)
+        size = (len(cur) + 1) * longest
+        if cur and (len(cur) + 1 > max_batch or size > batch_tokens or size - real - longest > max_waste * size):
+            batches.append(cur); cur, real = [], 0
+        cur.append(i); real += longest
     if cur: batches.append(cur)
     return batches
 
@@ -140,6 +146,7 @@ class Engine:
     "Interface of the inference back ends (see `HFEngine`, `VLLMEngine`)."
     tokenizer = None
     stats: EngineStats
+    genomes_per_call: int | None = None  # genomes an evaluator hands over per call (None: all at once)
 
     def render(self, user: str, assistant_prefix: str = "") -> str:
         "The chat-formatted text of one user turn, followed by the start of the assistant's answer."
@@ -181,18 +188,20 @@ def weights_digest(model: torch.nn.Module) -> str:
 # %% ../nbs/06_engines.ipynb #7c54ed3f
 class HFEngine(Engine):
     "transformers back end: one shared base model, individuals written into its weights."
+    genomes_per_call = 1  # it applies one genome at a time anyway; per-genome calls let each score be cached at once
     def __init__(self,
                  model="smollm2-135m-instruct",  # a base-model name for `load_base`, or a loaded model
                  tokenizer=None,                 # required when `model` is a loaded model
                  dtype="auto", device: str = "cpu",
                  batch_tokens: int = 4096,       # padded tokens per forward batch
                  max_batch: int = 64,            # rows per forward batch
+                 max_waste: float = 0.04,        # most padding per batch (fraction of its padded size)
                  prefix_cache: bool = True):     # run the shared prompt prefix once per individual
         if isinstance(model, str): model, tokenizer = load_base(model, dtype=dtype, device=device)
         if tokenizer is None: raise ValueError("HFEngine(model=<loaded model>) needs its tokenizer")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.patcher = WeightPatcher(model)
-        self.batch_tokens, self.max_batch, self.prefix_cache = batch_tokens, max_batch, prefix_cache
+        self.batch_tokens, self.max_batch, self.max_waste, self.prefix_cache = batch_tokens, max_batch, max_waste, prefix_cache
         self.stats, self._fingerprint = EngineStats(), None
 
     @property
@@ -231,7 +240,7 @@ class HFEngine(Engine):
         prefix = self._prefix(rows[0][0][:P]) if P else None
         suffixes = [ids[P:] for ids, _ in rows]
         pad = self.tokenizer.pad_token_id
-        for batch in length_batches([len(s) for s in suffixes], self.batch_tokens, self.max_batch):
+        for batch in length_batches([len(s) for s in suffixes], self.batch_tokens, self.max_batch, self.max_waste):
             S = max(len(suffixes[r]) for r in batch)
             ids = torch.full((len(batch), S), pad, dtype=torch.long)
             for b, r in enumerate(batch): ids[b, :len(suffixes[r])] = torch.tensor(suffixes[r])
@@ -321,7 +330,7 @@ class HFEngine(Engine):
         enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         short = [i for i, e in enumerate(enc) if len(e) < 2]
         if short: raise ValueError(f"text {short[0]} ({texts[short[0]][:40]!r}) has fewer than 2 tokens; it has no perplexity")
-        batches = length_batches([len(e) for e in enc], self.batch_tokens, self.max_batch)
+        batches = length_batches([len(e) for e in enc], self.batch_tokens, self.max_batch, self.max_waste)
         pad, results = self.tokenizer.pad_token_id, []
         for g in genomes:
             self._apply(g)

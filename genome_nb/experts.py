@@ -31,15 +31,10 @@ FOLDERS = dict(cot="cot", code_alpaca="code_alpaca", flan_v2="flan_niv2", gpt4_a
 
 # %% ../nbs/10_experts.ipynb #c90ad593
 def _instruct_dir(data_dir: str | Path | None = None) -> Path:
-    "`<data>/instruct` where <data> is `data_dir`, else `$GENOME_DATA_DIR`, else `../shared/data` beside the repo."
-    # private on purpose: genome_nb.data will own `data_dir()`; this will be unified with it
-    if data_dir is None and os.environ.get("GENOME_DATA_DIR"): data_dir = os.environ["GENOME_DATA_DIR"]
+    "`<data>/instruct` where <data> is `data_dir`, else the benchmark data folder of `genome_nb.data.data_dir`."
     if data_dir is None:
-        import genome_nb  # the repository root is the parent of the package directory
-        data_dir = Path(genome_nb.__file__).resolve().parents[1].parent / "shared" / "data"
-        if not data_dir.is_dir():
-            raise FileNotFoundError(f"no data directory: {data_dir} does not exist; set GENOME_DATA_DIR "
-                                    f"to the folder that holds instruct/")
+        from genome_nb.data import data_dir as _benchmark_data_dir  # $GENOME_DATA_DIR, else shared/data above the repo
+        data_dir = _benchmark_data_dir()
     d = Path(data_dir).expanduser()
     d = d if d.name == "instruct" else d / "instruct"
     if not d.is_dir(): raise FileNotFoundError(f"instruction data folder {d} does not exist")

@@ -112,7 +112,8 @@ class Evaluator:
                  n_val: int | None = None,  # cap on validation examples (None: the whole split)
                  n_test: int | None = None, # cap on test examples (None: the whole split)
                  split_seed: int = 0,       # seed of the data splits
-                 run_dir: str | Path | None = None):  # where the disk cache lives (None: memory only)
+                 run_dir: str | Path | None = None,   # where the disk cache lives (None: memory only)
+                 progress: bool = False):             # a tqdm bar over the (genome, task) pairs being scored
         modes = mode.values() if isinstance(mode, dict) else [mode]
         if not isinstance(mode, (str, dict)) or any(m not in MODES for m in modes):
             raise ValueError(f"Evaluator mode={mode!r}: use one of {MODES}, or a dict task name -> one of them")
@@ -122,6 +123,7 @@ class Evaluator:
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise ValueError(f"Evaluator split_seed={split_seed!r}: use a non-negative integer")
         self.engine, self.mode, self.n_val, self.n_test, self.split_seed = engine, mode, n_val, n_test, split_seed
+        self.progress = progress
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
         self.budget, self.splits_read, self._prepared = Budget(), [], {}
 
@@ -206,19 +208,31 @@ class Evaluator:
         digests = [g.digest() if g is not None else "base" for g in genomes]
         self._check_base(genomes, digests)
         scores = [dict() for _ in genomes]
+        todo = {}  # task name -> {digest: genome}, each distinct missing genome once
         for task in tasks:
-            todo = {}  # digest -> genome, each distinct missing genome once
+            todo[task.name] = {}
             for gi, d in enumerate(digests):
                 hit = self.cache.get(self.key(d, task, split))
                 if hit is not None: scores[gi][task.name] = hit; self.budget.cache_hits += 1
-                elif d not in todo: todo[d] = genomes[gi]
-            if todo:
-                computed = self._score(list(todo.values()), task, split)
-                for d, ts in zip(todo, computed): self.cache.put(self.key(d, task, split), ts)
-                self.budget.evaluations += len(todo)
-                self.budget.examples += len(todo) * len(computed[0].ids)
-                for gi, d in enumerate(digests):
-                    if task.name not in scores[gi]: scores[gi][task.name] = self.cache.get(self.key(d, task, split))
+                elif d not in todo[task.name]: todo[task.name][d] = genomes[gi]
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(map(len, todo.values())), desc=f"scoring ({split})", unit="genome×task", leave=False,
+                   disable=not self.progress or not any(todo.values()))
+        # an engine that applies one genome at a time (HF) is called per genome, so each score reaches the disk cache
+        # as soon as it exists (a killed run loses at most one); vLLM batches many adapters in one call
+        per_call = getattr(self.engine, "genomes_per_call", None)
+        for task in tasks:
+            items = list(todo[task.name].items())
+            for c in range(0, len(items), per_call or max(1, len(items))):
+                chunk = items[c:c + (per_call or len(items))]
+                computed = self._score([g for _, g in chunk], task, split)
+                for (d, _), ts in zip(chunk, computed): self.cache.put(self.key(d, task, split), ts)
+                self.budget.evaluations += len(chunk)
+                self.budget.examples += len(chunk) * len(computed[0].ids)
+                bar.update(len(chunk))
+            for gi, d in enumerate(digests):
+                if task.name not in scores[gi]: scores[gi][task.name] = self.cache.get(self.key(d, task, split))
+        bar.close()
         self.budget.seconds += time.perf_counter() - t0
         total = sum(weights)
         fit = [sum(w * s[t.name].fitness for w, t in zip(weights, tasks)) / total for s in scores]
