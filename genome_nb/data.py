@@ -50,7 +50,8 @@ DATASETS: tuple[str, ...] = (
     "flores37", "flores101", "arc_c", "csqa", "bbh", "drop", "emorynlp", "meld", "mbpp")
 SPLITS: tuple[str, ...] = ("validation", "test", "shots")  # "shots": the in-context pool of bbh and flores
 N_VAL, N_TEST = 200, 1000         # Appendix A.2
-SPLIT_VERSION = 1                 # bump when the splitting algorithm changes: cached splits are rebuilt
+SPLIT_VERSION = 2                 # bump when the splitting algorithm changes: cached splits are rebuilt
+                                  # (2: examples of a split in their own hash order, not group by group)
 
 class DataError(ValueError):
     "A data file is missing or malformed; the message names the file, the record and the field."
@@ -82,9 +83,10 @@ def raw_dir(root: str | Path | None = None) -> Path:
     return root / "raw" if (root / "raw").is_dir() else root
 
 def splits_dir(seed: int = 0) -> Path:
-    "Where the splits of `seed` are built: `$GENOME_SPLITS_DIR/seed<seed>`, else `cache_dir()/splits/seed<seed>`."
+    "Where the splits of `seed` are built: `$GENOME_SPLITS_DIR/seed<seed>`, else `cache_dir()/splits/v<SPLIT_VERSION>/seed<seed>`."
     base = os.environ.get("GENOME_SPLITS_DIR")
-    return (Path(base).expanduser() if base else cache_dir() / "splits") / f"seed{seed}"
+    # one folder per splitting algorithm: a process of an older version never rewrites a newer one's manifest
+    return (Path(base).expanduser() if base else cache_dir() / "splits" / f"v{SPLIT_VERSION}") / f"seed{seed}"
 
 # %% ../nbs/03_data.ipynb #6a0d23d0
 def _need(row: dict, key: str, where: str):
@@ -438,7 +440,8 @@ def assign_splits(
         take = grp if n_test is None else grp[: n_test - len(test)]
         test.extend(take)
         if shots_rest: shots.extend(grp[len(take):])
-    return {"validation": val, "test": test, "shots": shots}
+    by_hash = lambda exs: sorted(exs, key=lambda e: _rank(seed, key, e.id))  # a capped split samples all its groups
+    return {"validation": by_hash(val), "test": by_hash(test), "shots": shots}
 
 # %% ../nbs/03_data.ipynb #88314e62
 MMLU_PRO_REASONING = ("business", "chemistry", "computer science", "engineering", "math", "physics")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_fitness.ipynb #a2c743f6
 from __future__ import annotations
-import fcntl, json, math, numbers, os, time
+import fcntl, hashlib, json, math, numbers, os, time
 import torch
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -135,8 +135,10 @@ class Evaluator:
         return m
 
     def key(self, digest: str, task, split: str) -> str:
+        "Cache key: genome, task, split, size, split seed, mode, engine, and a digest of exactly what is scored."
         n = self.n_val if split == "validation" else self.n_test
-        return "|".join([digest, task.name, split, str(n), str(self.split_seed), self.mode_for(task), self.engine.fingerprint])
+        return "|".join([digest, task.name, split, str(n), str(self.split_seed), self.mode_for(task), self.engine.fingerprint,
+                         self._prepare(task, split)[3]])
 
     def _check_base(self, genomes, digests):
         "Refuse an adapter made for another base model than the engine's (same shapes would score silently)."
@@ -158,7 +160,10 @@ class Evaluator:
             prefix = task.choice_prefix if mode == "choice" else ""
             texts = [self.engine.render(task.prompt(ex, task.shots(ex, split, seed=self.split_seed)), prefix) for ex in exs]
             labels = [task.choice_labels(ex) for ex in exs] if mode == "choice" else None
-            self._prepared[k] = (exs, texts, labels)
+            # what is scored, to the byte: the examples (ids, inputs, references), the rendered prompts and the labels;
+            # a rebuilt split, a new prompt template or chat template gets new cache keys instead of stale scores
+            data = json.dumps([[e.to_json() for e in exs], texts, labels], sort_keys=True, ensure_ascii=False, default=str)
+            self._prepared[k] = (exs, texts, labels, hashlib.sha256(data.encode()).hexdigest()[:16])
         return self._prepared[k]
 
     def examples(self, task, split: str) -> list:
@@ -166,7 +171,7 @@ class Evaluator:
         return self._prepare(task, split)[0]
 
     def _score(self, genomes, task, split: str) -> list[TaskScore]:
-        exs, texts, labels = self._prepare(task, split)
+        exs, texts, labels, _ = self._prepare(task, split)
         mode, eng = self.mode_for(task), self.engine
         before = eng.stats.tokens_computed + eng.stats.tokens_padded + eng.stats.tokens_generated
         if mode == "choice":
@@ -243,7 +248,7 @@ def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "val
     "Bare vs population throughput of `engine` on `n` prompts of `task` (one JSON-able dict)."
     import time as _t
     ev = Evaluator(engine, mode={task.name: mode}, n_val=n, n_test=n)
-    exs, texts, labels = ev._prepare(task, split)
+    exs, texts, labels, _ = ev._prepare(task, split)
     run = (lambda gs: engine.score_choices(gs, texts, labels)) if mode == "choice" else \
           (lambda gs: engine.generate(gs, texts, max_new_tokens=task.max_new_tokens))
     run([None])  # warm-up (allocations, kernels)

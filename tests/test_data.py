@@ -244,7 +244,7 @@ def test_data_dir_setting(tmp_path, monkeypatch):
     assert D.splits_dir(3) == tmp_path / "sp" / "seed3"
     monkeypatch.delenv("GENOME_SPLITS_DIR")
     monkeypatch.setenv("GENOME_NB_CACHE", str(tmp_path / "c"))
-    assert D.splits_dir(0) == tmp_path / "c" / "splits" / "seed0"
+    assert D.splits_dir(0) == tmp_path / "c" / "splits" / f"v{D.SPLIT_VERSION}" / "seed0"
 
 
 def test_assign_splits_is_group_aware_and_order_free():
