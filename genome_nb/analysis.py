@@ -559,6 +559,10 @@ def hparam_stats(
     for j, c in enumerate(x):
         for lab, col in y.items():
             v = df[col].astype(float).to_numpy()
+            if np.ptp(v) == 0:  # an outcome equal in every run has no correlation (scipy would warn and give nan)
+                corr.append(dict(hyperparameter=c, metric=lab, n=len(v), pearson_r=math.nan, pearson_p=math.nan,
+                                 spearman_rho=math.nan, spearman_p=math.nan))
+                continue
             pr, sr = stats.pearsonr(X[:, j], v), stats.spearmanr(X[:, j], v)
             corr.append(dict(hyperparameter=c, metric=lab, n=len(v), pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue),
                              spearman_rho=float(sr.statistic), spearman_p=float(sr.pvalue)))
@@ -566,28 +570,36 @@ def hparam_stats(
     reg, fits = [], []
     names = ["Constant"] + [x_labels.get(c, c) for c in x]
     for k, (lab, col) in enumerate(y.items()):
-        fit = sm.OLS(df[col].astype(float).to_numpy(), sm.add_constant(X, has_constant="add")).fit()
+        v = df[col].astype(float).to_numpy()
         panel = f"Panel {chr(65 + k)}: {lab}"
+        if np.ptp(v) == 0:  # nothing to explain: OLS would report R² = -inf and t-statistics of 1e15
+            fits.append(dict(panel=panel, n=len(v), r2=math.nan, r2_adj=math.nan, f_p=math.nan, constant=float(v[0])))
+            continue
+        fit = sm.OLS(v, sm.add_constant(X, has_constant="add")).fit()
         for i, nm in enumerate(names):
             reg.append(dict(panel=panel, variable=nm, coef=float(fit.params[i]), se=float(fit.bse[i]),
                             t=float(fit.tvalues[i]), p=float(fit.pvalues[i]), stars=stars(float(fit.pvalues[i]), levels)))
-        fits.append(dict(panel=panel, n=int(fit.nobs), r2=float(fit.rsquared), r2_adj=float(fit.rsquared_adj), f_p=float(fit.f_pvalue)))
-    reg, fits = pd.DataFrame(reg), pd.DataFrame(fits)
+        fits.append(dict(panel=panel, n=int(fit.nobs), r2=float(fit.rsquared), r2_adj=float(fit.rsquared_adj), f_p=float(fit.f_pvalue),
+                         constant=math.nan))
+    reg = pd.DataFrame(reg, columns=["panel", "variable", "coef", "se", "t", "p", "stars"])
+    fits = pd.DataFrame(fits, columns=["panel", "n", "r2", "r2_adj", "f_p", "constant"])
     notes = "Notes: " + ", ".join(f"{s} p < {thr:g}" for thr, s in sorted(levels))
     # Table 9 layout: the hyperparameter named on its first row only
     c_rows = []
     for i, r in corr.iterrows():
         first = i == 0 or corr.at[i - 1, "hyperparameter"] != r.hyperparameter
-        c_rows.append([x_labels.get(r.hyperparameter, r.hyperparameter) if first else "", r.metric,
-                       f"{r.pearson_r:.3f}{stars(r.pearson_p, levels)}", f"{r.pearson_p:.3e}",
-                       f"{r.spearman_rho:.3f}{stars(r.spearman_p, levels)}", f"{r.spearman_p:.3e}"])
+        stat = (["constant", "—", "constant", "—"] if math.isnan(r.pearson_r) else
+                [f"{r.pearson_r:.3f}{stars(r.pearson_p, levels)}", f"{r.pearson_p:.3e}",
+                 f"{r.spearman_rho:.3f}{stars(r.spearman_p, levels)}", f"{r.spearman_p:.3e}"])
+        c_rows.append([x_labels.get(r.hyperparameter, r.hyperparameter) if first else "", r.metric, *stat])
     c_head = ["HyperParameter", "Metric", "Pearson r", "p-value", "Spearman ρ", "p-value"]
     corr_md = _md_table(c_head, c_rows, "llrrrr") + "\n" + notes + "\n"
     corr_tex = _tex_table([_tex(h).replace("ρ", r"$\rho$") for h in c_head], [[_tex(v) for v in r] for r in c_rows], "llrrrr")
     r_head = ["Variable", "Coefficient", "Std. Error", "t-statistic", "p-value"]
     md_rows, tex_rows = [], []
     for _, f in fits.iterrows():
-        title = f"{f.panel} (N = {f.n}, R² = {f.r2:.3f})"
+        title = (f"{f.panel} (N = {f.n}): {f.constant:.4f} in every run, nothing to fit" if not math.isnan(f.constant)
+                 else f"{f.panel} (N = {f.n}, R² = {f.r2:.3f})")
         md_rows.append([f"*{title}*", "", "", "", ""])
         tex_rows.append(_tex(title).replace("²", "$^2$"))
         for _, r in reg[reg.panel == f.panel].iterrows():

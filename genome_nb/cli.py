@@ -393,6 +393,7 @@ def run_all(
     "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
     import papermill as pm
     from tqdm.auto import tqdm
+    from genome_nb.evolution import atomic_write
     prof = load_profile(profile)
     nbs = experiment_notebooks(notebooks)
     if only:
@@ -418,7 +419,10 @@ def run_all(
             pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
                                 log_output=False, progress_bar=progress, cwd=str(Path.cwd()), kernel_name="python3")
             times[name] = round(time.perf_counter() - t0, 1)
-            log_path.write_text(json.dumps(times, indent=1) + "\n")
+            # re-read before writing: another run-all (other experiments, same profile) may have added its times
+            done = json.loads(log_path.read_text()) if log_path.is_file() else {}
+            times = {**done, name: times[name]}
+            atomic_write(log_path, json.dumps(times, indent=1) + "\n")
     finally:
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
