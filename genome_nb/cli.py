@@ -205,9 +205,9 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
     for seed in seeds:
         for method in methods:
             rd = run_dir_for(root, profile, experiment, method, task_names, seed)
-            ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test, run_dir=None if shared else rd,
-                           progress=progress)
-            if shared: ev.cache = shared
+            ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
+                           run_dir=rd if shared is None else None, progress=progress)
+            if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
             config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
             t0 = time.perf_counter()
             final = run_one(profile, method, tasks, seed, rd, ev, experts, merged, config, dict(experiment=experiment), progress)

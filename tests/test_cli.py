@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_smoke_prints_table_and_writes_runs(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "genome_nb.cli", "quickstart", "--profile", "smoke",
+    out = subprocess.run([sys.executable, "-m", "genome_nb.cli", "quickstart", "--profile", "smoke", "--seed", "42", "--seed", "41",
                           "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figs")],
                          capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
                                                                       "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
@@ -20,6 +20,12 @@ def test_quickstart_smoke_prints_table_and_writes_runs(tmp_path):
         final = json.loads((tmp_path / "results" / "smoke" / "quickstart" / f"{m}-toy-s42" / "final.json").read_text())
         assert 0.0 <= final["best"]["test"]["toy"] <= 1.0
     assert (tmp_path / "figs" / "quickstart_smoke_toy_s42.png").stat().st_size > 1000
+    # every run scores through the profile's one shared cache, so the second seed's Best Single scores no expert again
+    runs = tmp_path / "results" / "smoke" / "quickstart"
+    assert (tmp_path / "results" / "smoke" / "_cache" / "scores.jsonl").is_file()
+    assert not any((d / "cache").exists() for d in runs.iterdir())
+    second = json.loads((runs / "best_single-toy-s41" / "budget.json").read_text())["evaluator"]
+    assert second["evaluations"] == 0 and second["cache_hits"] > 0
 
 
 def test_bad_profiles_are_rejected_before_any_work(tmp_path):
