@@ -162,10 +162,11 @@ def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
     from genome_nb.data import manifest_digest, split_digest
     rec = dict(profile=profile.name, setup=dict(base=profile.base, dtype=profile.dtype, engine=profile.engine,
                                                  experts=profile.experts, mode=profile.mode))
+    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed) for s in ("validation", "test")}
+                   for t in tasks}  # pins the exact examples scored, real or synthetic (builds the splits if needed)
+    # the manifest as it stood (informational: it grows as datasets are built lazily, so resuming ignores it)
     try: rec["data_manifest"] = manifest_digest(evaluator.split_seed) if profile.name != "smoke" else None
     except FileNotFoundError: rec["data_manifest"] = None
-    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed) for s in ("validation", "test")}
-                   for t in tasks}  # pins the exact examples scored, real or synthetic
     return rec
 
 def run_one(

@@ -239,8 +239,11 @@ def evaluator_record(evaluator: Evaluator) -> dict:
 def check_same_config(run_dir: Path, cfg_json: Mapping) -> None:
     "Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences."
     old = json.loads((Path(run_dir) / "config.json").read_text())
-    old = {k: v for k, v in old.items() if k != "environment"}
-    diff = diff_configs(old, json.loads(json.dumps(cfg_json)))
+    # not compared: the environment (library versions, host) and the data manifest's digest, which changes whenever
+    # another dataset's splits get built; the per-split digests under "data" pin the examples a run scores
+    skip = ("environment", "data_manifest")
+    old = {k: v for k, v in old.items() if k not in skip}
+    diff = diff_configs(old, {k: v for k, v in json.loads(json.dumps(cfg_json)).items() if k not in skip})
     if diff: raise ValueError(f"{run_dir} holds a run with a different configuration; refusing to resume. "
                               f"Differences: {'; '.join(diff[:8])}. Use another --run-dir.")
 

@@ -607,3 +607,13 @@ def test_smoke_config_pins_the_toy_task_data(smoke_runs):
 
 def test_environment_records_scoring_libraries():
     assert {"tokenizers", "safetensors", "sacrebleu"} <= set(run_environment())
+
+
+def test_resume_ignores_the_manifest_digest_but_not_the_split_digests(tmp_path):
+    # the manifest grows as other datasets' splits are built lazily: a finished run must still resume
+    from genome_nb.evolution import check_same_config
+    cfg = {"method": "genome", "data": {"t": {"validation": "a" * 64}}, "data_manifest": None, "environment": {"torch": "1"}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    check_same_config(tmp_path, {**cfg, "data_manifest": "b" * 64, "environment": {"torch": "2"}})
+    with pytest.raises(ValueError, match="data"):
+        check_same_config(tmp_path, {**cfg, "data": {"t": {"validation": "c" * 64}}})
