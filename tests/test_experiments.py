@@ -106,3 +106,15 @@ def test_plans_for_every_profile_and_the_cpu_small_budget():
     with pytest.raises(ValueError, match="no defaults for profile"):
         from genome_nb.cli import Profile
         plan_experiment("single_task", Profile("mine", base="tiny-random"))
+
+
+def test_the_committed_cpu_small_tables_regenerate_byte_identically(tmp_path):
+    "The cpu-small tables in the repository come from its committed run directories alone (no model, no cache)."
+    import shutil
+    src = ROOT / "results" / "cpu-small"
+    committed = {p.name: p.read_bytes() for p in (src / "tables").iterdir()}
+    assert any(n.startswith("single_task_") for n in committed), sorted(committed)
+    shutil.copytree(src, tmp_path / "cpu-small", ignore=shutil.ignore_patterns(
+        "tables", "_cache", "cache", "adapters", "checkpoint*", ".lock", "*.ipynb"))
+    write_tables(tmp_path, "cpu-small")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cpu-small" / "tables").iterdir()} == committed
