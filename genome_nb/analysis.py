@@ -555,11 +555,12 @@ def hparam_stats(
     for c in x:
         if df[c].nunique() < 2: raise ValueError(f"hparam_stats: {c!r} is constant ({df[c].iloc[0]}); no correlation is defined")
     X = df[x].astype(float).to_numpy()
+    Y = {lab: df[col].astype(float).to_numpy() for lab, col in y.items()}
+    constant = {lab: np.ptp(v) == 0 for lab, v in Y.items()}  # an outcome equal in every run: nothing to correlate or fit
     corr = []
     for j, c in enumerate(x):
-        for lab, col in y.items():
-            v = df[col].astype(float).to_numpy()
-            if np.ptp(v) == 0:  # an outcome equal in every run has no correlation (scipy would warn and give nan)
+        for lab, v in Y.items():
+            if constant[lab]:  # an outcome equal in every run has no correlation (scipy would warn and give nan)
                 corr.append(dict(hyperparameter=c, metric=lab, n=len(v), pearson_r=math.nan, pearson_p=math.nan,
                                  spearman_rho=math.nan, spearman_p=math.nan))
                 continue
@@ -569,10 +570,10 @@ def hparam_stats(
     corr = pd.DataFrame(corr)
     reg, fits = [], []
     names = ["Constant"] + [x_labels.get(c, c) for c in x]
-    for k, (lab, col) in enumerate(y.items()):
-        v = df[col].astype(float).to_numpy()
+    for k, (lab, v) in enumerate(Y.items()):
         panel = f"Panel {chr(65 + k)}: {lab}"
-        if np.ptp(v) == 0:  # nothing to explain: OLS would report R² = -inf and t-statistics of 1e15
+        if constant[lab]:  # nothing to explain: OLS would report R² = -inf and t-statistics of 1e15
+            reg += [dict(panel=panel, variable=nm, coef=math.nan, se=math.nan, t=math.nan, p=math.nan, stars="") for nm in names]
             fits.append(dict(panel=panel, n=len(v), r2=math.nan, r2_adj=math.nan, f_p=math.nan, constant=float(v[0])))
             continue
         fit = sm.OLS(v, sm.add_constant(X, has_constant="add")).fit()
@@ -602,6 +603,7 @@ def hparam_stats(
                  else f"{f.panel} (N = {f.n}, R² = {f.r2:.3f})")
         md_rows.append([f"*{title}*", "", "", "", ""])
         tex_rows.append(_tex(title).replace("²", "$^2$"))
+        if not math.isnan(f.constant): continue   # its rows are all NaN: the title says why
         for _, r in reg[reg.panel == f.panel].iterrows():
             cells = [r.variable, f"{_f(r.coef, 4)}{r.stars}", f"{r.se:.3f}", f"{r.t:.3f}", f"{r.p:.3f}"]
             md_rows.append(cells); tex_rows.append([_tex(v) for v in cells])
