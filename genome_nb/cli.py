@@ -11,9 +11,10 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts',
-           'make_tasks', 'run_dir_for', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
-           'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info',
-           'plot_fitness', 'quickstart', 'experiment_notebooks', 'run_all', 'run_all_cmd', 'parser', 'main']
+           'make_tasks', 'run_dir_for', 'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table',
+           'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd',
+           'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'experiment_notebooks', 'run_all', 'run_all_cmd',
+           'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
@@ -157,6 +158,10 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
 # %% ../nbs/13_cli.ipynb #d5e8756a
 GENOME_METHODS = ("genome", "genome_plus")
 
+def shared_cache_path(root: str | Path, profile: str) -> Path:
+    "The score cache that every run of a profile shares (the quickstart's and run-all's): `<root>/<profile>/_cache/scores.jsonl`."
+    return Path(root) / profile / "_cache" / "scores.jsonl"
+
 def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
     "What config.json records about the profile (its name and the settings that change a score; sizes are in `evaluator`) and the data."
     from genome_nb.data import manifest_digest, split_digest
@@ -194,14 +199,14 @@ def run_one(
     return run_baseline(method, experts, tasks, cfg, evaluator, run_dir, progress=progress, extra_config=extra, **kw)
 
 def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[str], seeds: Sequence[int], root,
-                 experiment: str, overrides: dict | None = None, progress: bool = True, cache_root=None,
+                 experiment: str, overrides: dict | None = None, progress: bool = True, cache: str | Path | None = None,
                  baseline_overrides: dict | None = None) -> list[dict]:
     "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
     from genome_nb.fitness import Evaluator, ScoreCache
     engine = make_engine(profile)
     experts, merged = make_experts(profile, progress=progress)
     tasks = make_tasks(task_names)
-    shared = ScoreCache(Path(cache_root) / "scores.jsonl") if cache_root else None
+    shared = ScoreCache(cache) if cache else None   # one JSONL for every run (else each run keeps its own)
     rows = []
     for seed in seeds:
         for method in methods:
@@ -237,7 +242,7 @@ def check_args(profile: Profile, method: str, task_names: Sequence[str], overrid
     "Validate a command's method, tasks and overrides before any model is loaded."
     from genome_nb.evolution import GenomeConfig
     make_tasks(task_names)
-    if method in ("genome", "genome_plus"): GenomeConfig.from_dict({**profile.genome, **(overrides or {}), "method": method})
+    if method in GENOME_METHODS: GenomeConfig.from_dict({**profile.genome, **(overrides or {}), "method": method})
     else:
         from genome_nb.baselines import baseline_config
         baseline_config(method, {**profile.baselines.get(method, {}), **(overrides or {})})
@@ -361,7 +366,7 @@ def quickstart(args) -> int:
     # the profile's shared score cache (the one `run-all` uses): its keys hold genome digest, task, split, sizes and
     # engine, so the experts' scores are computed once for every seed, and the batch's single-task runs with the
     # same seeds find the quickstart's scores there
-    rows = _run_methods(profile, QUICKSTART_METHODS, [task], seeds, root, "quickstart", cache_root=root / profile.name / "_cache")
+    rows = _run_methods(profile, QUICKSTART_METHODS, [task], seeds, root, "quickstart", cache=shared_cache_path(root, profile.name))
     print("\n" + results_table(rows, task))
     for s in seeds:
         fig = plot_fitness([r for r in rows if r["seed"] == s], Path(args.figures) / f"quickstart_{profile.name}_{task}_s{s}.png",

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .cli import GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, run_dir_for, run_one
+from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, run_dir_for,
+                           run_one, shared_cache_path)
 from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
                                 load_history, load_results, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table)
 
@@ -332,7 +333,7 @@ def run_plan(
     prof = plan.profile
     engine = make_engine(prof)
     experts, merged = make_experts(prof, progress=progress)
-    shared = ScoreCache(root / prof.name / "_cache" / "scores.jsonl")
+    shared = ScoreCache(shared_cache_path(root, prof.name))
     tasks = {}
     def task_objs(names):
         for n in names:

@@ -228,8 +228,9 @@ class Evaluator:
         per_call = getattr(self.engine, "genomes_per_call", None)
         for task in tasks:
             items = list(todo[task.name].items())
-            for c in range(0, len(items), per_call or max(1, len(items))):
-                chunk = items[c:c + (per_call or len(items))]
+            step = per_call or max(1, len(items))
+            for c in range(0, len(items), step):
+                chunk = items[c:c + step]
                 computed = self._score([g for _, g in chunk], task, split)
                 for (d, _), ts in zip(chunk, computed): self.cache.put(self.key(d, task, split), ts)
                 self.budget.evaluations += len(chunk)
