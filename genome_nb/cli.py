@@ -4,17 +4,18 @@
 
 # %% ../nbs/13_cli.ipynb #d1aa677d
 from __future__ import annotations
-import argparse, dataclasses, json, os, platform, sys, time
+import argparse, dataclasses, json, os, platform, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'Profile', 'load_profile', 'make_engine', 'make_experts',
-           'make_tasks', 'run_dir_for', 'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table',
-           'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd',
-           'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'experiment_notebooks', 'run_all', 'run_all_cmd',
-           'parser', 'main']
+__all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'TIMED', 'READERS', 'Profile', 'load_profile', 'make_engine',
+           'make_experts', 'make_tasks', 'run_dir_for', 'shared_cache_path', 'run_record', 'run_one', 'reported',
+           'results_table', 'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
+           'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'experiment_notebooks',
+           'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
@@ -386,6 +387,16 @@ def experiment_notebooks(notebooks: str | Path | None = None) -> dict[str, Path]
     if not out: raise FileNotFoundError(f"{d}: no experiment notebook NN_name.ipynb")
     return out
 
+# Experiments whose measurements are times run alone; those that only read run directories run last.
+TIMED, READERS = ("time_efficiency", "hparam_sweep"), ("hparam_analysis", "figures")
+
+def batch_stages(names: Sequence[str], jobs: int = 1) -> list[list[str]]:
+    "The batch as stages run one after the other; the notebooks of a stage may run at once (`jobs` > 1)."
+    if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1: return [[n] for n in names]
+    shared = [n for n in names if n not in TIMED + READERS]
+    return ([shared] if shared else []) + [[n] for n in names if n in TIMED] + [[n] for n in names if n in READERS]
+
 def run_all(
     profile: str = "smoke",              # a profile name or JSON file
     results: str | Path = "results",     # results root (run directories, executed notebooks, tables)
@@ -395,6 +406,7 @@ def run_all(
     notebooks: str | Path | None = None, # folder of the experiment notebooks
     progress: bool = True,               # a bar over notebooks and papermill's bar over cells
     threads: int | None = None,          # torch threads in the notebooks (GENOME_NB_THREADS; 1 on a shared CPU)
+    jobs: int = 1,                       # notebooks executed at once (see `batch_stages`)
 ) -> dict:                               # {name: seconds}; also written to results/<profile>/run_all.json
     "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
     import papermill as pm
@@ -406,6 +418,7 @@ def run_all(
         bad = [n for n in only if n not in nbs]
         if bad: raise ValueError(f"unknown experiment(s) {bad}; known: {list(nbs)}")
         nbs = {n: p for n, p in nbs.items() if n in only}
+    stages = batch_stages(list(nbs), jobs)
     out_dir = Path(results).resolve() / prof.name
     out_dir.mkdir(parents=True, exist_ok=True)
     base = dict(profile=str(profile), root=str(Path(results).resolve()), figures=str(Path(figures).resolve()))
@@ -417,19 +430,28 @@ def run_all(
     if threads: env["GENOME_NB_THREADS"] = str(int(threads))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    try:
-        bar = tqdm(list(nbs.items()), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
-        for name, nb in bar:
-            bar.set_postfix_str(name)
-            t0 = time.perf_counter()
-            pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
-                                log_output=False, progress_bar=progress, cwd=str(Path.cwd()), kernel_name="python3")
-            times[name] = round(time.perf_counter() - t0, 1)
+    lock = threading.Lock()
+    bar = tqdm(total=len(nbs), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
+    def execute(name):
+        t0 = time.perf_counter()
+        # each notebook runs in its own kernel process, so threads here only wait on them; the kernels share the
+        # profile's score cache, whose appends are file-locked (fitness.ScoreCache)
+        pm.execute_notebook(str(nbs[name]), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
+                            log_output=False, progress_bar=progress and jobs == 1, cwd=str(Path.cwd()), kernel_name="python3")
+        with lock:
+            nonlocal times
             # re-read before writing: another run-all (other experiments, same profile) may have added its times
             done = json.loads(log_path.read_text()) if log_path.is_file() else {}
-            times = {**done, name: times[name]}
+            times = {**done, name: round(time.perf_counter() - t0, 1)}
             atomic_write(log_path, json.dumps(times, indent=1) + "\n")
+            bar.update(); bar.set_postfix_str(name)
+    try:
+        for stage in stages:
+            if len(stage) == 1: execute(stage[0]); continue
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for f in [pool.submit(execute, n) for n in stage]: f.result()  # the first failure is raised
     finally:
+        bar.close()
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
@@ -443,8 +465,9 @@ def run_all_cmd(args) -> int:
         if not sep or not k: raise SystemExit(f"--param {kv!r}: expected NAME=JSON, e.g. methods='[\"genome\"]'")
         try: params[k] = json.loads(v)
         except json.JSONDecodeError as e: raise SystemExit(f"--param {k}: {v!r} is not JSON ({e.msg})") from None
+    if args.jobs < 1: raise SystemExit(f"--jobs {args.jobs}: expected a number of notebooks at once, 1 or more")
     t0 = time.perf_counter()
-    times = run_all(args.profile, args.results, args.figures, args.only, params, args.notebooks, threads=args.threads)
+    times = run_all(args.profile, args.results, args.figures, args.only, params, args.notebooks, threads=args.threads, jobs=args.jobs)
     for n, s in times.items(): print(f"{n:18s} {s:8.1f} s")
     print(f"{'total':18s} {time.perf_counter() - t0:8.1f} s -> {Path(args.results) / load_profile(args.profile).name}")
     return 0
@@ -498,6 +521,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", metavar="NAME=JSON", help="a notebook parameter for every notebook (repeatable)")
     r.add_argument("--notebooks", default=None, help="folder of the experiment notebooks (default: nbs/experiments)")
     r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (1 is much faster on a shared CPU)")
+    r.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (timed and analysis ones still run alone, in order)")
     r.set_defaults(func=run_all_cmd)
     return p
 

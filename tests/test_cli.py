@@ -39,3 +39,11 @@ def test_bad_profiles_are_rejected_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
         load_profile("cpu-smal")
     assert not any((tmp_path).glob("*/*/*/final.json"))
+
+
+def test_run_all_rejects_bad_jobs_and_experiments_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="--jobs 0"):
+        main(["run-all", "--profile", "smoke", "--jobs", "0", "--results", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match="unknown experiment"):
+        main(["run-all", "--profile", "smoke", "--only", "single_tsk", "--jobs", "2", "--results", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()

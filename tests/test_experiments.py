@@ -21,9 +21,9 @@ FIGURES = ["figure2_scaling.png", "fitness_single_task.png", "hparam_sweep.png"]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    "One smoke batch for the module: every experiment notebook, every method, one torch thread."
+    "One smoke batch for the module: every experiment notebook, every method, one torch thread, two notebooks at once."
     tmp = tmp_path_factory.mktemp("batch")
-    times = run_all("smoke", tmp / "results", tmp / "figures", progress=False, threads=1)
+    times = run_all("smoke", tmp / "results", tmp / "figures", progress=False, threads=1, jobs=2)
     return tmp, times
 
 
