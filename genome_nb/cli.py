@@ -423,7 +423,7 @@ def run_all(
     out_dir.mkdir(parents=True, exist_ok=True)
     base = dict(profile=str(profile), root=str(Path(results).resolve()), figures=str(Path(figures).resolve()))
     log_path = out_dir / "run_all.json"
-    times = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    times = {}  # the log as last written: each notebook, when done, merges its time into run_all.json
     # the kernels inherit this environment: the same genome_nb as this process, and the thread setting
     here = str(Path(__file__).resolve().parents[1])
     env = {"PYTHONPATH": os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
@@ -433,13 +433,13 @@ def run_all(
     lock = threading.Lock()
     bar = tqdm(total=len(nbs), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
     def execute(name):
+        nonlocal times
         t0 = time.perf_counter()
         # each notebook runs in its own kernel process, so threads here only wait on them; the kernels share the
         # profile's score cache, whose appends are file-locked (fitness.ScoreCache)
         pm.execute_notebook(str(nbs[name]), str(out_dir / f"{name}.ipynb"), parameters={**base, **(params or {})},
                             log_output=False, progress_bar=progress and jobs == 1, cwd=str(Path.cwd()), kernel_name="python3")
         with lock:
-            nonlocal times
             # re-read before writing: another run-all (other experiments, same profile) may have added its times
             done = json.loads(log_path.read_text()) if log_path.is_file() else {}
             times = {**done, name: round(time.perf_counter() - t0, 1)}
