@@ -27,7 +27,7 @@ class Profile:
     engine: str = "hf"               # "hf" | "vllm"
     experts: str = "built"           # "built", a directory of PEFT adapters, or "random:<n>" (smoke tests)
     tasks: tuple = ()                # default tasks of the profile's experiments
-    mode: str = "auto"               # scoring mode: "auto" takes `choice` where a task allows it
+    mode: str | dict = "auto"        # scoring mode, or {task: mode}: "auto" takes `choice` where a task allows it
     n_val: int | None = None         # validation examples per task (None: the whole 200)
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
@@ -47,7 +47,9 @@ class Profile:
             if t not in TASKS and t not in ("toy", "toy_number"):
                 bad("tasks", f"unknown task {t!r}; valid names: {', '.join(sorted(TASKS))}")
         if self.engine not in ("hf", "vllm"): bad("engine", "must be 'hf' or 'vllm'")
-        if self.mode not in MODES: bad("mode", f"must be one of {MODES}")
+        for t, m in (self.mode.items() if isinstance(self.mode, dict) else [(None, self.mode)]):
+            if m not in MODES: bad("mode", f"{'' if t is None else f'task {t!r}: '}must be one of {MODES}")
+            if t is not None and t not in TASKS and not t.startswith("toy"): bad("mode", f"unknown task {t!r}")
         try: resolve_dtype(self.dtype)
         except ValueError as e: bad("dtype", str(e))
         for f in ("n_val", "n_test"):

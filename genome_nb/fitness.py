@@ -96,7 +96,8 @@ class Budget:
     seconds: float = 0.0   # wall time spent scoring
 
 # %% ../nbs/07_fitness.ipynb #def7f7b9
-MODES = ("auto", "choice", "generate")
+from .tasks import LOGPROB_MODES, SCORING, option_scores
+MODES = ("auto",) + LOGPROB_MODES + ("generate",)
 
 def engine_base(engine) -> str | None:
     "The base model an engine runs, as it was named when loaded (`VLLMEngine.model_name`, else the HF config's `name_or_path`); None if it does not say."
@@ -108,7 +109,7 @@ class Evaluator:
     "Score genomes on tasks with an engine, through a cache."
     def __init__(self,
                  engine: Engine,            # an `HFEngine` or `VLLMEngine`
-                 mode: str | dict = "auto", # "auto" | "choice" | "generate", or {task name: mode}
+                 mode: str | dict = "auto", # "auto", "generate" or a log-probability mode (`tasks.SCORING`), or {task name: mode}
                  n_val: int | None = None,  # cap on validation examples (None: the whole split)
                  n_test: int | None = None, # cap on test examples (None: the whole split)
                  split_seed: int = 0,       # seed of the data splits
@@ -157,32 +158,54 @@ class Evaluator:
             exs = task.examples(split, seed=self.split_seed, n=n)
             self.splits_read.append((task.name, split))
             mode = self.mode_for(task)
-            prefix = task.choice_prefix if mode == "choice" else ""
-            texts = [self.engine.render(task.prompt(ex, task.shots(ex, split, seed=self.split_seed)), prefix) for ex in exs]
-            labels = [task.choice_labels(ex) for ex in exs] if mode == "choice" else None
+            lp = mode in LOGPROB_MODES
+            prefix = task.choice_prefix if lp else ""
+            shots = [task.shots(ex, split, seed=self.split_seed) for ex in exs]
+            texts = [self.engine.render(task.user_message(ex, mode, sh), prefix) for ex, sh in zip(exs, shots)]
+            labels = [task.labels(ex, mode) for ex in exs] if lp else None
+            prior = None
+            if lp and SCORING[mode][2] == "calibrated":   # content-free prompts, each distinct (prompt, labels) once
+                null = [(self.engine.render(task.user_message(task.content_free(ex), mode, sh), prefix), tuple(l))
+                        for ex, sh, l in zip(exs, shots, labels)]
+                uniq = list(dict.fromkeys(null))
+                prior = (uniq, [uniq.index(u) for u in null])
             # what is scored, to the byte: the examples (ids, inputs, references), the rendered prompts and the labels;
             # a rebuilt split, a new prompt template or chat template gets new cache keys instead of stale scores
-            data = json.dumps([[e.to_json() for e in exs], texts, labels], sort_keys=True, ensure_ascii=False, default=str)
-            self._prepared[k] = (exs, texts, labels, hashlib.sha256(data.encode()).hexdigest()[:16])
+            data = json.dumps([[e.to_json() for e in exs], texts, labels, prior and prior[0]], sort_keys=True,
+                              ensure_ascii=False, default=str)
+            self._prepared[k] = (exs, texts, labels, hashlib.sha256(data.encode()).hexdigest()[:16], prior)
         return self._prepared[k]
 
     def examples(self, task, split: str) -> list:
         "The examples of a task split as this evaluator scores them (same order, same cap)."
         return self._prepare(task, split)[0]
 
+    def _logprobs(self, genomes, task, split, texts, labels):
+        "The engine's label log-probabilities, refusing NaN/Inf (broken weights must not score)."
+        lps = self.engine.score_choices(genomes, texts, labels)
+        bad = [gi for gi, g in enumerate(lps) if not all(math.isfinite(x) for lp in g for x in lp)]
+        if bad:
+            d = genomes[bad[0]].digest()[:8] if genomes[bad[0]] is not None else "base"
+            raise ValueError(f"task {task.name!r} ({split}): genome {d} gives NaN/Inf label log-probabilities; "
+                             "its weights or the base model's are broken")
+        return lps
+
     def _score(self, genomes, task, split: str) -> list[TaskScore]:
-        exs, texts, labels, _ = self._prepare(task, split)
+        exs, texts, labels, _, prior = self._prepare(task, split)
         mode, eng = self.mode_for(task), self.engine
         before = eng.stats.tokens_computed + eng.stats.tokens_padded + eng.stats.tokens_generated
-        if mode == "choice":
-            lps = eng.score_choices(genomes, texts, labels)
-            bad = [gi for gi, g in enumerate(lps) if not all(math.isfinite(x) for lp in g for x in lp)]
-            if bad:
-                d = genomes[bad[0]].digest()[:8] if genomes[bad[0]] is not None else "base"
-                raise ValueError(f"task {task.name!r} ({split}): genome {d} gives NaN/Inf label log-probabilities; "
-                                 "its weights or the base model's are broken")
-            preds = [[ls[max(range(len(ls)), key=lambda j: lp[j])] for lp, ls in zip(g, labels)] for g in lps]
-            outs = lps
+        if mode in LOGPROB_MODES:
+            lps = self._logprobs(genomes, task, split, texts, labels)
+            pri = None
+            if prior is not None:
+                uniq, which = prior
+                u = self._logprobs(genomes, task, split, [t for t, _ in uniq], [list(l) for _, l in uniq])
+                pri = [[u[gi][w] for w in which] for gi in range(len(genomes))]
+            # outputs: the per-option scores that decide (for `choice`, the letters' log-probabilities)
+            outs = [[option_scores(lp, ls, mode, pri[gi][i] if pri else None) for i, (lp, ls) in enumerate(zip(g, labels))]
+                    for gi, g in enumerate(lps)]
+            letters = [task.choice_labels(ex) for ex in exs]   # predictions are letters in every mode
+            preds = [[lt[max(range(len(sc)), key=lambda j: sc[j])] for sc, lt in zip(g, letters)] for g in outs]
         else:
             outs = eng.generate(genomes, texts, max_new_tokens=task.max_new_tokens)
             preds = [[task.extract(o, ex) for o, ex in zip(g, exs)] for g in outs]

@@ -21,11 +21,12 @@ from scipy.optimize import linear_sum_assignment
 from .data import (DATASETS, DataError, Example, load_split, register_examples)
 
 # %% auto #0
-__all__ = ['FIGURES', 'FIGURE_NUMBERS', 'LETTERS', 'BLEU_TOKENIZE', 'Fields', 'TASKS', 'find_answer', 'normalize_letter',
-           'canonical_number', 'normalize_number', 'normalize_math', 'drop_normalize', 'drop_em_f1', 'drop_score',
-           'normalize_bbh', 'extract_code', 'corpus_bleu', 'SandboxError', 'SandboxLimits', 'SandboxResult',
-           'sandbox_layers', 'run_sandboxed', 'Task', 'ChoiceTask', 'NumberTask', 'MathTask', 'BBHTask', 'DropTask',
-           'TranslationTask', 'CodeTask', 'get_task', 'register_task', 'make_toy_task']
+__all__ = ['FIGURES', 'FIGURE_NUMBERS', 'LETTERS', 'BLEU_TOKENIZE', 'SCORING', 'LOGPROB_MODES', 'Fields', 'TASKS', 'find_answer',
+           'normalize_letter', 'canonical_number', 'normalize_number', 'normalize_math', 'drop_normalize', 'drop_em_f1',
+           'drop_score', 'normalize_bbh', 'extract_code', 'corpus_bleu', 'SandboxError', 'SandboxLimits',
+           'SandboxResult', 'sandbox_layers', 'run_sandboxed', 'option_scores', 'Task', 'ChoiceTask', 'NumberTask',
+           'MathTask', 'BBHTask', 'DropTask', 'TranslationTask', 'CodeTask', 'get_task', 'register_task',
+           'make_toy_task']
 
 # %% ../nbs/04_tasks.ipynb #7883c011
 FIGURES: dict[str, str] = {
@@ -575,6 +576,28 @@ def run_sandboxed(program: str, limits: SandboxLimits = SandboxLimits()) -> Sand
     return SandboxResult(passed, "passed" if passed else "timeout" if timed_out else "failed", rc, stdout, stderr,
                          sandbox_layers(limits), proc.pid)
 
+# %% ../nbs/04_tasks.ipynb #7a208485
+# mode -> (user message, what is scored, how options are compared)
+SCORING: dict[str, tuple[str, str, str]] = {
+    "choice": ("paper", "letter", "sum"),
+    "option": ("paper", "text", "sum"), "option_norm": ("paper", "text", "norm"), "option_calibrated": ("paper", "text", "calibrated"),
+    "cloze": ("cloze", "text", "sum"), "cloze_norm": ("cloze", "text", "norm"), "cloze_calibrated": ("cloze", "text", "calibrated"),
+}
+LOGPROB_MODES = tuple(SCORING)      # modes scored from label log-probabilities (no decoding)
+
+def option_scores(
+    logprobs: Sequence[float],        # log p(label) of each option after the prompt
+    labels: Sequence[str],            # the labels scored (their characters normalise `*_norm`)
+    mode: str,                        # a key of SCORING
+    prior: Sequence[float] | None = None,  # log p(label) after the content-free prompt (`*_calibrated`)
+) -> list[float]:                     # the scores whose argmax is the answer
+    "The scores a log-probability mode compares (see the table above)."
+    how = SCORING[mode][2]
+    if how == "sum": return [float(v) for v in logprobs]
+    if how == "norm": return [float(v) / max(1, len(l.strip())) for v, l in zip(logprobs, labels)]
+    if prior is None or len(prior) != len(logprobs): raise ValueError(f"mode {mode!r} needs one prior log-probability per option")
+    return [float(v - q) for v, q in zip(logprobs, prior)]
+
 # %% ../nbs/04_tasks.ipynb #4d4b5a61
 Fields = Callable[[Example, Sequence[Example]], dict]
 
@@ -591,6 +614,8 @@ class Task:
     figure: int | None = None          # the paper's figure number
     n_shots: int = 0                   # in-context examples (BBH, FLORES: 3)
     marker: str = "Answer"             # the answer line's marker
+    cloze: str = ""                    # the cloze prompt of the `cloze*` modes (question only, options not listed); "" = none
+    content: tuple[str, ...] = ("question",)  # inputs that the content-free prompt of a `*_calibrated` mode replaces by "N/A"
 
     def examples(self, split: str, seed: int = 0, n: int | None = None) -> list[Example]:
         return load_split(self.dataset, split, seed=seed, n=n)
@@ -612,6 +637,21 @@ class Task:
 
     def choice_labels(self, ex: Example) -> list[str]:
         raise ValueError(f"task {self.name!r} has no choice mode (modes: {self.modes})")
+
+    def labels(self, ex: Example, mode: str) -> list[str]:
+        "What a log-probability mode scores after the answer prefix: the option letters (`choice`) or the option texts."
+        if mode not in self.modes or mode not in SCORING: raise ValueError(f"task {self.name!r} has no log-probability mode {mode!r} (modes: {self.modes})")
+        return self.choice_labels(ex) if SCORING[mode][1] == "letter" else list(ex.options)
+
+    def user_message(self, ex: Example, mode: str, shots: Sequence[Example] = ()) -> str:
+        "The user message of a mode: the paper's prompt, or the task's cloze prompt for the `cloze*` modes."
+        if SCORING.get(mode, ("paper",))[0] != "cloze": return self.prompt(ex, shots)
+        if not self.cloze: raise ValueError(f"task {self.name!r} has no cloze prompt (modes: {self.modes})")
+        return self.cloze.format(**self.fields(ex, shots))
+
+    def content_free(self, ex: Example) -> Example:
+        "`ex` with its content inputs replaced by \"N/A\" (options kept): the prompt whose answer probabilities are the calibrated modes' prior."
+        return Example(ex.id, {**ex.inputs, **{k: "N/A" for k in self.content}}, ex.reference, ex.options, ex.meta)
 
     def normalize(self, answer: str | None, ex: Example | None = None) -> str | None:
         "Canonical form of an answer (idempotent); None stays None."
