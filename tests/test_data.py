@@ -46,8 +46,8 @@ def _load(out, name, split):
 @needs_data
 def test_split_sizes_match_the_paper_where_the_data_allows(built):
     _, man = built
-    assert set(man["datasets"]) == set(DATASETS)
-    for name in DATASETS:
+    assert set(man["datasets"]) == set(D.ALL_DATASETS) and set(D.TARGET_DATASETS) == set(NEW)
+    for name in D.ALL_DATASETS:
         e = man["datasets"][name]["splits"]
         assert e["validation"]["count"] == 200 == len(set(e["validation"]["ids"])), name
         assert e["test"]["count"] == EXPECTED[name] == len(set(e["test"]["ids"])), name
@@ -61,7 +61,7 @@ def test_split_sizes_match_the_paper_where_the_data_allows(built):
 @needs_data
 def test_train_pool_and_test_are_disjoint_including_groups(built):
     out, man = built
-    for name in DATASETS:
+    for name in D.ALL_DATASETS:
         parts = {s: _load(out, name, s) for s in ("train", "pool", "test") if s in man["datasets"][name]["splits"]}
         assert {e.id for e in _load(out, name, "validation")} <= {e.id for e in parts["pool"]}, name
         for a in parts:
