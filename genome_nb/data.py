@@ -5,7 +5,7 @@
 # %% ../nbs/03_data.ipynb #ef96d682
 from __future__ import annotations
 import ast, csv, fcntl, gzip, hashlib, io, json, os, re, tempfile, urllib.request, zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -14,14 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # %% auto #0
-__all__ = ['DATASETS', 'SPLITS', 'N_VAL', 'N_TEST', 'SPLIT_VERSION', 'MGSM_LANGS', 'FLORES_LANGUAGES', 'FLORES37', 'FLORES101',
-           'FLORES_SHOT_SENTENCES', 'EMORYNLP_LABELS', 'MELD_LABELS', 'MMLU_PRO_REASONING', 'MMLU_PRO_KNOWLEDGE',
-           'PAPER_SIZES', 'SPECS', 'LOADERS', 'RAW_SOURCES', 'BBH_TASKS', 'Example', 'DataError', 'cache_dir',
-           'data_dir', 'raw_dir', 'splits_dir', 'read_jsonl', 'read_parquet', 'read_text', 'read_json', 'decode_text',
-           'read_csv', 'load_mmlu', 'load_mmlu_pro', 'load_gsm8k', 'last_boxed', 'load_math', 'load_mgsm',
-           'load_flores_sentences', 'load_arc_c', 'load_csqa', 'load_bbh', 'load_drop', 'load_emorynlp', 'load_meld',
-           'load_mbpp', 'hash_order', 'assign_splits', 'DatasetSpec', 'read_manifest', 'build_splits',
-           'register_examples', 'load_split', 'manifest_digest', 'split_digest', 'download_raw']
+__all__ = ['DATASETS', 'TARGET_DATASETS', 'ALL_DATASETS', 'SPLITS', 'N_VAL', 'N_POOL', 'N_TEST', 'SPLIT_VERSION', 'MGSM_LANGS',
+           'FLORES_LANGUAGES', 'FLORES37', 'FLORES101', 'FLORES_SHOT_SENTENCES', 'EMORYNLP_LABELS', 'MELD_LABELS',
+           'INSTRUCT_SOURCES', 'MMLU_PRO_REASONING', 'MMLU_PRO_KNOWLEDGE', 'PAPER_SIZES', 'SPECS', 'LOADERS',
+           'OFFICIAL', 'RAW_SOURCES', 'BBH_TASKS', 'Example', 'DataError', 'cache_dir', 'data_dir', 'raw_dir',
+           'splits_dir', 'read_jsonl', 'read_parquet', 'read_text', 'read_json', 'decode_text', 'read_csv', 'load_mmlu',
+           'load_mmlu_pro', 'load_gsm8k', 'last_boxed', 'load_math', 'load_mgsm', 'load_flores_sentences', 'load_arc_c',
+           'load_csqa', 'load_bbh', 'load_drop', 'load_emorynlp', 'load_meld', 'load_mbpp', 'instruct_dir',
+           'load_cot_mc', 'load_codah', 'hash_order', 'assign_splits', 'DatasetSpec', 'content_key', 'check_disjoint',
+           'read_manifest', 'build_splits', 'register_examples', 'draw_validation', 'load_split', 'manifest_digest',
+           'split_digest', 'heldout_rows', 'download_raw']
 
 # %% ../nbs/03_data.ipynb #b0a2052e
 @dataclass(frozen=True)
@@ -47,11 +49,15 @@ class Example:
 # %% ../nbs/03_data.ipynb #6b1ad4f6
 DATASETS: tuple[str, ...] = (
     "mmlu", "mmlu_pro", "mmlu_pro_knowledge", "mmlu_pro_reasoning", "gsm8k", "math", "mgsm",
-    "flores37", "flores101", "arc_c", "csqa", "bbh", "drop", "emorynlp", "meld", "mbpp")
-SPLITS: tuple[str, ...] = ("validation", "test", "shots")  # "shots": the in-context pool of bbh and flores
-N_VAL, N_TEST = 200, 1000         # Appendix A.2
-SPLIT_VERSION = 2                 # bump when the splitting algorithm changes: cached splits are rebuilt
-                                  # (2: examples of a split in their own hash order, not group by group)
+    "flores37", "flores101", "arc_c", "csqa", "bbh", "drop", "emorynlp", "meld", "mbpp")   # the paper's (Table 7)
+TARGET_DATASETS: tuple[str, ...] = ("strategyqa", "creak", "qasc", "sensemaking", "aqua", "codah")  # target tasks of the
+                                  # CPU testbed, read from the instruction data (the experts' readers skip their pool/test rows)
+ALL_DATASETS: tuple[str, ...] = DATASETS + TARGET_DATASETS
+SPLITS: tuple[str, ...] = ("train", "pool", "validation", "test", "shots")  # "shots": the in-context pool of bbh and flores
+N_VAL, N_POOL, N_TEST = 200, 400, 1000   # Appendix A.2 (validation, test); the pool validation sets are drawn from
+SPLIT_VERSION = 3                 # bump when the splitting algorithm changes: cached splits are rebuilt
+                                  # (2: examples of a split in their own hash order, not group by group;
+                                  #  3: train / pool / validation (drawn from the pool) / test, official splits where they exist)
 
 class DataError(ValueError):
     "A data file is missing or malformed; the message names the file, the record and the field."
@@ -168,14 +174,15 @@ def read_csv(path: Path, required: Sequence[str] = ()) -> list[dict]:
 # %% ../nbs/03_data.ipynb #8aba0974
 def _letter(i: int) -> str: return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i]
 
-def load_mmlu(raw: Path) -> list[Example]:
-    path = raw / "mmlu" / "test.parquet"
+def load_mmlu(raw: Path, split: str = "test") -> list[Example]:
+    "MMLU's `test` (the test pool) or `validation` (the validation pool) parquet."
+    path = raw / "mmlu" / f"{split}.parquet"
     out = []
     for i, r in enumerate(read_parquet(path)):
         where = f"{path} row {i}"
         choices, ans = list(_need(r, "choices", where)), _need(r, "answer", where)
         if len(choices) != 4 or not 0 <= _int(ans, "answer", where) < 4: raise DataError(f"{where}: field 'choices'/'answer' malformed: {choices!r}, {ans!r}")
-        out.append(Example(f"mmlu/test/{i}", {"question": _need(r, "question", where), "subject": _need(r, "subject", where)},
+        out.append(Example(f"mmlu/{split}/{i}", {"question": _need(r, "question", where), "subject": _need(r, "subject", where)},
                            _letter(int(ans)), tuple(choices), {"subject": r["subject"]}))
     return out
 
@@ -194,14 +201,15 @@ def load_mmlu_pro(raw: Path) -> list[Example]:
                            ans, tuple(opts), {"category": cat, "src": r.get("src"), **meta}))
     return out
 
-def load_gsm8k(raw: Path) -> list[Example]:
-    path = raw / "gsm8k" / "test.jsonl"
+def load_gsm8k(raw: Path, split: str = "test") -> list[Example]:
+    "GSM8K's `test` or `train` file."
+    path = raw / "gsm8k" / f"{split}.jsonl"
     out = []
     for i, r in enumerate(read_jsonl(path)):
         where = f"{path}:{i + 1}"
         sol = _need(r, "answer", where)
         if "####" not in sol: raise DataError(f"{where}: field 'answer' has no '#### <number>' line")
-        out.append(Example(f"gsm8k/test/{i}", {"question": _need(r, "question", where)},
+        out.append(Example(f"gsm8k/{split}/{i}", {"question": _need(r, "question", where)},
                            sol.split("####")[-1].strip().replace(",", ""), None, {"solution": sol}))
     return out
 
@@ -308,8 +316,9 @@ def load_arc_c(raw: Path) -> list[Example]:
         out.append(Example(f"arc_c/{i}", {"question": q}, _letter(gold), tuple(choices), {}))
     return out
 
-def load_csqa(raw: Path) -> list[Example]:
-    path = raw / "csqa" / "dev_rand_split.jsonl"
+def load_csqa(raw: Path, split: str = "dev") -> list[Example]:
+    "CommonsenseQA's `dev` (our test pool: test labels are unpublished) or `train` file."
+    path = raw / "csqa" / f"{split}_rand_split.jsonl"
     out = []
     for i, r in enumerate(read_jsonl(path)):
         where = f"{path}:{i + 1}"
@@ -321,7 +330,7 @@ def load_csqa(raw: Path) -> list[Example]:
         if key not in labels: raise DataError(f"{where}: field 'answerKey'={key!r} is not one of {labels}")
         out.append(Example(f"csqa/{_need(r, 'id', where)}", {"question": _need(q, "stem", where + " question"),
                            "question_concept": _need(q, "question_concept", where + " question")},
-                           key, tuple(c["text"] for c in choices), {"question_concept": q["question_concept"]}))
+                           key, tuple(c["text"] for c in choices), {"question_concept": q["question_concept"], "file": split}))
     return out
 
 def load_bbh(raw: Path) -> list[Example]:
@@ -355,7 +364,7 @@ EMORYNLP_LABELS = ("Joyful", "Mad", "Neutral", "Peaceful", "Powerful", "Sad", "S
 MELD_LABELS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 
 def _dialogues(rows: list[dict], path: Path, key: Callable[[dict], tuple], speaker: Callable[[str], str],
-               labels: tuple[str, ...], prefix: str) -> list[Example]:
+               labels: tuple[str, ...], prefix: str, group_prefix: str = "") -> list[Example]:
     by_dlg = defaultdict(list)
     for i, r in enumerate(rows):
         where = f"{path} row {i + 2}"
@@ -373,7 +382,7 @@ def _dialogues(rows: list[dict], path: Path, key: Callable[[dict], tuple], speak
             hist = "\n".join(f"{s}: {t}" for _, s, t, _ in turns[:j])
             gid = "-".join(map(str, k))
             out.append(Example(f"{prefix}{gid}u{u}", {"history": hist, "utterance": f"{spk}: {text}"},
-                               _letter(labels.index(emo)), labels, {"group": gid, "emotion": emo, "turn": j}))
+                               _letter(labels.index(emo)), labels, {"group": group_prefix + gid, "emotion": emo, "turn": j}))
     return out
 
 def _emory_speaker(s: str) -> str:
@@ -381,16 +390,18 @@ def _emory_speaker(s: str) -> str:
     except (ValueError, SyntaxError): return s.strip()
     return " & ".join(names) if isinstance(names, list) else str(names)
 
-def load_emorynlp(raw: Path) -> list[Example]:
-    path = raw / "emorynlp" / "emorynlp_test_final.csv"
+def load_emorynlp(raw: Path, split: str = "test") -> list[Example]:
+    "EmoryNLP's official `test`, `dev` or `train` csv; the group (season-episode-scene) is global across the files."
+    path = raw / "emorynlp" / f"emorynlp_{split}_final.csv"
     rows = read_csv(path, ["Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode"])
     return _dialogues(rows, path, lambda r: (int(r["Season"]), int(r["Episode"]), int(r["Scene_ID"])),
-                      _emory_speaker, EMORYNLP_LABELS, "emorynlp/test/s")
+                      _emory_speaker, EMORYNLP_LABELS, f"emorynlp/{split}/s")
 
-def load_meld(raw: Path) -> list[Example]:
-    path = raw / "meld" / "test_sent_emo.csv"
+def load_meld(raw: Path, split: str = "test") -> list[Example]:
+    "MELD's official `test`, `dev` or `train` csv. Dialogue_ID restarts in every file: groups are split-qualified ('dev/12')."
+    path = raw / "meld" / f"{split}_sent_emo.csv"
     rows = read_csv(path, ["Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"])
-    return _dialogues(rows, path, lambda r: (int(r["Dialogue_ID"]),), str.strip, MELD_LABELS, "meld/test/d")
+    return _dialogues(rows, path, lambda r: (int(r["Dialogue_ID"]),), str.strip, MELD_LABELS, f"meld/{split}/d", f"{split}/")
 
 def load_mbpp(raw: Path) -> list[Example]:
     path = raw / "mbpp" / "mbpp.jsonl"
@@ -404,6 +415,94 @@ def load_mbpp(raw: Path) -> list[Example]:
         out.append(Example(f"mbpp/{_need(r, 'task_id', where)}", {"text": _need(r, "text", where), "tests": tests,
                            "test_setup_code": setup}, program, None,
                            {"code": _need(r, "code", where).replace("\r\n", "\n")}))
+    return out
+
+# %% ../nbs/03_data.ipynb #5e1f0c2a
+INSTRUCT_SOURCES: dict[str, str] = {  # dataset -> its file under <data>/instruct (the rows the experts must not train on)
+    "strategyqa": "cot/strategyqa_train.tsv", "creak": "cot/creak_train.tsv", "qasc": "cot/qasc_train.tsv",
+    "sensemaking": "cot/sensemaking_train.tsv", "aqua": "cot/aqua_train.tsv",
+    "codah": "flan_niv2/task156_codah_classification_adversarial.json"}
+
+def instruct_dir(raw: Path) -> Path:
+    "`<data>/instruct` beside the raw folder (`raw/../instruct`), else `raw/instruct`."
+    for cand in (raw.parent / "instruct", raw / "instruct"):
+        if cand.is_dir(): return cand
+    return raw.parent / "instruct"
+
+def _norm(text: str) -> str:
+    "Lower-cased, whitespace collapsed: the group key of a question, so exact duplicates never straddle splits."
+    return " ".join(str(text).lower().split())
+
+_MC_LINE = re.compile(r"^(?:- )?\(([A-Z])\)\s*(.*)$")
+_SENTENCE = re.compile(r'^- Sentence ([AB]):\s*(.*)$')
+
+def _parse_cot(name: str, q: str, a: str, where: str) -> tuple[str, tuple[str, ...], str, str]:
+    "(question stem, options, gold letter, group) of one FLAN CoT row; a DataError names the file and line otherwise."
+    stem, sep, block = q.partition("\nOptions:\n")
+    lines = [l.strip() for l in block.split("\n") if l.strip()]
+    if name == "strategyqa":
+        if sep: raise DataError(f"{where}: strategyqa rows have no options block")
+        opts, gold, key = ("yes", "no"), a.strip().lower(), q
+        if gold not in opts: raise DataError(f"{where}: field 'answer'={a!r} is not yes/no")
+        return q.strip(), opts, _letter(opts.index(gold)), _norm(q)
+    if name == "creak":
+        if sep and lines != ["- yes", "- no"]: raise DataError(f"{where}: creak options block is not '- yes / - no': {lines}")
+        gold = a.strip().lower()
+        if gold not in ("yes", "no"): raise DataError(f"{where}: field 'answer'={a!r} is not yes/no")
+        return stem.strip(), ("yes", "no"), _letter(("yes", "no").index(gold)), _norm(stem)
+    if name in ("qasc", "aqua"):
+        k = {"qasc": 8, "aqua": 5}[name]
+        ms = [_MC_LINE.match(l) for l in lines]
+        if not sep or len(lines) != k or not all(ms) or [m.group(1) for m in ms] != list("ABCDEFGH"[:k]):
+            raise DataError(f"{where}: expected {k} options '(A) ...' after 'Options:', got {lines}")
+        gold = a.strip().strip("()")
+        if gold not in "ABCDEFGH"[:k] or len(gold) != 1: raise DataError(f"{where}: field 'answer'={a!r} is not one of (A)..({_letter(k - 1)})")
+        opts = tuple(m.group(2).strip() for m in ms)
+        return stem.strip(), opts, gold, _norm(stem + " || " + " | ".join(opts))
+    if name == "sensemaking":
+        ms = [_SENTENCE.match(l) for l in lines]
+        if not sep or len(lines) != 2 or not all(ms) or [m.group(1) for m in ms] != ["A", "B"]:
+            raise DataError(f"{where}: expected '- Sentence A: \"...\"' and '- Sentence B: \"...\"' after 'Options:', got {lines}")
+        opts = tuple(m.group(2).strip()[1:-1].strip() if m.group(2).strip()[:1] == m.group(2).strip()[-1:] == '"'
+                     else m.group(2).strip() for m in ms)
+        gold = a.strip()
+        if gold not in ("Sentence A", "Sentence B"): raise DataError(f"{where}: field 'answer'={a!r} is not 'Sentence A'/'Sentence B'")
+        # the same sentence pair recurs under the 8 wordings of the question: the group is the pair
+        return stem.strip(), opts, gold[-1], _norm(" | ".join(opts))
+    raise KeyError(name)
+
+def load_cot_mc(path: Path, name: str) -> list[Example]:
+    "One FLAN v2 CoT tsv file (question ⇥ answer ⇥ rationale, literal `\\n`) as multiple-choice examples."
+    text = read_text(path)
+    out = []
+    for i, line in enumerate(text.split("\n"), 1):
+        if not line.strip(): continue
+        where = f"{path}:{i}"
+        rec = line.rstrip("\r").split("\t")
+        if len(rec) != 3: raise DataError(f"{where}: expected 3 tab-separated fields (question, answer, rationale), got {len(rec)}")
+        q, a, r = (x.replace("\\n", "\n") for x in rec)
+        stem, opts, gold, group = _parse_cot(name, q, a, where)
+        out.append(Example(f"{name}/{i}", {"question": stem}, gold, opts,
+                           {"group": group, "source": f"{path.name}:{i}", "rationale": r.strip()}))
+    if not out: raise DataError(f"{path}: empty file (no records)")
+    return out
+
+_CODAH = re.compile(r"Prompt: (.*?)\s*\nCompletion A: (.*?)\s*\nCompletion B: (.*?)\s*\nCompletion C: (.*?)\s*\nCompletion D: (.*?)\s*", re.S)
+
+def load_codah(path: Path) -> list[Example]:
+    "CODAH from its Super-NaturalInstructions task file: prompt + 4 completions, gold 'Completion X' -> letter X."
+    data = read_json(path)
+    out = []
+    for i, x in enumerate(_need(data, "Instances", str(path))):
+        where = f"{path} Instances[{i}]"
+        m = _CODAH.fullmatch(_need(x, "input", where).strip())
+        if not m: raise DataError(f"{where}: field 'input' is not 'Prompt: ... Completion A: ... Completion D: ...'")
+        outs = _need(x, "output", where)
+        if not (isinstance(outs, list) and outs and outs[0] in [f"Completion {l}" for l in "ABCD"]):
+            raise DataError(f"{where}: field 'output'={outs!r} is not ['Completion A'..'Completion D']")
+        stem = m.group(1).strip()
+        out.append(Example(f"codah/{i}", {"question": stem}, outs[0][-1], tuple(g.strip() for g in m.groups()[1:]),
+                           {"group": _norm(stem), "source": f"{path.stem}:{i}"}))   # read_niv2's row id
     return out
 
 # %% ../nbs/03_data.ipynb #7078eda3
@@ -422,26 +521,30 @@ def assign_splits(
     n_test: int | None = N_TEST,       # test cap; None keeps every remaining example
     shot_groups: int = 0,              # groups reserved for the in-context pool, before test
     shots_rest: bool = False,          # put everything after test into the in-context pool
+    train_rest: bool = False,          # put every group after test (and untouched by it) into train
 ) -> dict[str, list[Example]]:
-    "Seeded, group-aware split into validation / shots / test (see above)."
+    "Seeded, group-aware split into validation / shots / test (/ train) (see above)."
     groups = defaultdict(list)
     for ex in examples: groups[str(ex.meta.get("group", ex.id))].append(ex)
     order = [sorted(groups[g], key=lambda e: _rank(seed, key, e.id)) for g in hash_order(groups, seed, key)]
     if sum(map(len, order)) < n_val: raise DataError(f"{key}: only {sum(map(len, order))} examples, fewer than {n_val} for validation")
-    val, shots, test, it = [], [], [], iter(order)
-    for grp in it:
+    val, shots, test, train, it = [], [], [], [], iter(order)
+    for grp in (it if n_val > 0 else ()):
         val.extend(grp[: n_val - len(val)])
         if len(val) == n_val: break
     for _, grp in zip(range(shot_groups), it): shots.extend(grp)
     for grp in it:
         if n_test is not None and len(test) >= n_test: 
             if shots_rest: shots.extend(grp)
+            if train_rest: train.extend(grp)
             continue
         take = grp if n_test is None else grp[: n_test - len(test)]
         test.extend(take)
         if shots_rest: shots.extend(grp[len(take):])
     by_hash = lambda exs: sorted(exs, key=lambda e: _rank(seed, key, e.id))  # a capped split samples all its groups
-    return {"validation": by_hash(val), "test": by_hash(test), "shots": shots}
+    out = {"validation": by_hash(val), "test": by_hash(test), "shots": shots}
+    if train_rest: out["train"] = by_hash(train)
+    return out
 
 # %% ../nbs/03_data.ipynb #88314e62
 MMLU_PRO_REASONING = ("business", "chemistry", "computer science", "engineering", "math", "physics")
@@ -457,47 +560,102 @@ PAPER_SIZES = {"mmlu": (200, 1000), "mmlu_pro": (200, 1000), "gsm8k": (200, 1000
 class DatasetSpec:
     name: str
     family: str                                 # datasets of one family are split together
-    sources: tuple[str, ...]                    # glob patterns under the raw folder, hashed into the manifest
+    sources: tuple[str, ...]                    # glob patterns under the raw folder ("instruct/..." under the instruction
+                                                # folder), hashed into the manifest
     n_test: int | None = N_TEST                 # test cap; None keeps all remaining data
     note: str = ""                              # deviations from the paper, stated
+    n_pool: int = N_POOL                        # size of the validation pool the 200-example validation sets are drawn from
+    sizes: str = "pool 400, test <= 1,000 (the rest of the file, capped); no train"   # the sizes rule, in the manifest
+    has_train: bool = False                     # a train split exists (official train file, or the rest of the data)
+
+_SAME200 = ("; pool = the 200 validation examples (a larger pool would shrink test below the paper's size), so every "
+            "validation draw returns the same 200")
+_COPIES = ("; rows of pool/train whose question (+ options) or dialogue context + utterance is a copy of a test (or "
+           "pool) row are dropped (counted in the manifest's 'dropped_copies'; at seed 0: emorynlp 2 pool + 22 train, "
+           "meld 1 + 13, all turn-0 greetings such as 'Joey: Hey.'; mmlu 3 of validation.parquet)")
+_INSTRUCT_RULE = ("pool 400, test = min(1000, (n - 400) // 2), train = the rest; groups (the normalised question) in hash "
+                  "order of the split seed")
+_instruct = lambda name, note: DatasetSpec(
+    name, name, ("instruct/" + INSTRUCT_SOURCES[name],), None, note + "; the experts' readers skip its pool and test rows",
+    sizes=_INSTRUCT_RULE, has_train=True)
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in [
-    DatasetSpec("mmlu", "mmlu", ("mmlu/test.parquet",)),
-    DatasetSpec("mmlu_pro", "mmlu_pro", ("mmlu_pro/test.parquet",)),
+    DatasetSpec("mmlu", "mmlu", ("mmlu/test.parquet", "mmlu/validation.parquet"),
+                note="test: 1,000 of test.parquet; pool: 400 of the official validation.parquet (1,531 questions)" + _COPIES,
+                sizes="pool 400 of validation.parquet, test 1,000 of test.parquet; no train"),
+    DatasetSpec("mmlu_pro", "mmlu_pro", ("mmlu_pro/test.parquet",),
+                note="pool 400 and test 1,000 from test.parquet (validation.parquet holds only the 70 CoT shots)"),
     DatasetSpec("mmlu_pro_knowledge", "mmlu_pro", ("mmlu_pro/test.parquet",),
-                note="categories " + ", ".join(MMLU_PRO_KNOWLEDGE)),
+                note="categories " + ", ".join(MMLU_PRO_KNOWLEDGE) + "; pool 400, test 1,000 (outside every family pool)"),
     DatasetSpec("mmlu_pro_reasoning", "mmlu_pro", ("mmlu_pro/test.parquet",),
-                note="categories " + ", ".join(MMLU_PRO_REASONING)),
-    DatasetSpec("gsm8k", "gsm8k", ("gsm8k/test.jsonl",)),
-    DatasetSpec("math", "math", ("math/test.jsonl",)),
-    DatasetSpec("mgsm", "mgsm", ("mgsm/mgsm_*.tsv",), n_test=None,
+                note="categories " + ", ".join(MMLU_PRO_REASONING) + "; pool 400, test 1,000 (outside every family pool)"),
+    DatasetSpec("gsm8k", "gsm8k", ("gsm8k/test.jsonl", "gsm8k/train.jsonl"),
+                note="test: 1,000 of the official test file; pool: 400 of the train file; train: the rest of the train file" + _COPIES,
+                sizes="test 1,000 of test.jsonl; pool 400 of train.jsonl; train the rest of train.jsonl", has_train=True),
+    DatasetSpec("math", "math", ("math/test.jsonl",), note="pool 400 and test 1,000 from the 5,000 test problems"),
+    DatasetSpec("mgsm", "mgsm", ("mgsm/mgsm_*.tsv",), n_test=None, n_pool=N_VAL,
+                sizes="pool = validation = 200 (19 questions x 11 languages, 9 unused), test = all remaining; no train",
                 note="split by question (19 questions x 11 languages hold the 200 validation examples; the other "
                      "9 translations of those questions are unused), so test keeps 231 x 11 = 2,541 (paper: 2,637 from "
-                     "an unstated pool)"),
-    DatasetSpec("flores37", "flores", ("flores101/devtest/*.devtest",), n_test=None,
+                     "an unstated pool)" + _SAME200),
+    DatasetSpec("flores37", "flores", ("flores101/devtest/*.devtest",), n_test=None, n_pool=N_VAL,
+                sizes="pool = validation = 200 sentences, 12 shot sentences, test = the other 800; no train",
                 note="devtest only: 200 validation sentences, 12 in-context sentences, 800 test sentences; one "
-                     "target language per sentence, languages balanced (paper: 1,012 test, dev split not in our copy)"),
-    DatasetSpec("flores101", "flores", ("flores101/devtest/*.devtest",), n_test=None,
-                note="the 64 FLORES-101 languages outside FLORES-37 (the paper's unseen set); same sentence split as flores37"),
+                     "target language per sentence, languages balanced (paper: 1,012 test, dev split not in our copy)" + _SAME200),
+    DatasetSpec("flores101", "flores", ("flores101/devtest/*.devtest",), n_test=None, n_pool=N_VAL,
+                sizes="pool = validation = 200 sentences, 12 shot sentences, test = the other 800; no train",
+                note="the 64 FLORES-101 languages outside FLORES-37 (the paper's unseen set); same sentence split as flores37" + _SAME200),
     DatasetSpec("arc_c", "arc_c", ("arc_challenge/arc_challenge.jsonl",),
-                note="ARC-Challenge test has 1,172 questions: test keeps the remaining 972 (paper: 1,000)"),
-    DatasetSpec("csqa", "csqa", ("csqa/dev_rand_split.jsonl",), note="pool is the dev split (test labels unpublished)"),
+                note="ARC-Challenge test has 1,172 questions: pool 400, test keeps the remaining 772 (paper: 1,000)"),
+    DatasetSpec("csqa", "csqa", ("csqa/dev_rand_split.jsonl", "csqa/train_rand_split.jsonl"),
+                note="test: 1,000 of the dev split (test labels unpublished); pool: 400 of the train split; train: the rest" + _COPIES,
+                sizes="test 1,000 of dev; pool 400 of train; train the rest of train", has_train=True),
     DatasetSpec("bbh", "bbh", ("bbh/*.json",), note="27 subtasks pooled; the 3 shots come from the examples outside "
-                                                      "validation and test, same subtask"),
-    DatasetSpec("drop", "drop", ("drop/drop_v0_dev.jsonl.gz",), note="split by passage"),
-    DatasetSpec("emorynlp", "emorynlp", ("emorynlp/emorynlp_test_final.csv",),
-                note="pool is the 984-utterance test split, split by scene: test keeps the rest (paper: 697 from an "
-                     "unstated pool)"),
-    DatasetSpec("meld", "meld", ("meld/test_sent_emo.csv",), note="pool is the test split, split by dialogue"),
-    DatasetSpec("mbpp", "mbpp", ("mbpp/mbpp.jsonl",)),
+                                                      "pool and test, same subtask",
+                sizes="pool 400, test 1,000, shots: the in-context examples used; no train"),
+    DatasetSpec("drop", "drop", ("drop/drop_v0_dev.jsonl.gz",), note="split by passage: pool 400, test 1,000 of the dev file (9,536 questions)"),
+    DatasetSpec("emorynlp", "emorynlp", ("emorynlp/emorynlp_*_final.csv",), n_pool=None,
+                note="official splits, by scene: test = the official test csv (984 utterances, all), pool = the official "
+                     "dev csv (954), train = the official train csv (paper: 697 test from an unstated pool)" + _COPIES,
+                sizes="test = official test (<= 1,000, by scene); pool = official dev; train = official train", has_train=True),
+    DatasetSpec("meld", "meld", ("meld/*_sent_emo.csv",), n_pool=None,
+                note="official splits, by dialogue (group keys split-qualified, e.g. 'dev/12': Dialogue_ID restarts in "
+                     "every csv): test = 1,000 of the official test csv, pool = the official dev csv, train = the official train csv" + _COPIES,
+                sizes="test = official test (capped 1,000, by dialogue); pool = official dev; train = official train", has_train=True),
+    DatasetSpec("mbpp", "mbpp", ("mbpp/mbpp.jsonl",), n_pool=N_VAL,
+                sizes="pool = validation = 200, test = the other 774; no train",
+                note="974 problems: test keeps 774 as in the paper" + _SAME200),
+    _instruct("strategyqa", "FLAN CoT strategyqa_train.tsv (2,061 rows): options yes/no"),
+    _instruct("creak", "FLAN CoT creak_train.tsv (6,915 rows): options yes/no (the 'Options:' block is stripped from the "
+                       "question; 1,984 rows have none); group = the normalised question"),
+    _instruct("qasc", "FLAN CoT qasc_train.tsv (1,084 rows): 8 options (A)-(H)"),
+    _instruct("sensemaking", "FLAN CoT sensemaking_train.tsv (6,070 rows): which of two sentences is against common sense; "
+                             "options = the two sentences, gold from 'Sentence A/B'; group = the sentence pair (it recurs "
+                             "under the 8 wordings of the question)"),
+    _instruct("aqua", "FLAN CoT aqua_train.tsv (2,728 rows): 5 options (A)-(E)"),
+    _instruct("codah", "CODAH from NIv2 task156 (2,771 instances): prompt + 4 completions; group = the normalised prompt "
+                       "(97 prompts recur with other completions)"),
 ]}
-assert tuple(SPECS) == DATASETS
+assert tuple(SPECS) == ALL_DATASETS and tuple(INSTRUCT_SOURCES) == TARGET_DATASETS
 
 # %% ../nbs/03_data.ipynb #56952fa0
 LOADERS: dict[str, Callable[[Path], list[Example]]] = {
     "mmlu": load_mmlu, "mmlu_pro": load_mmlu_pro, "gsm8k": load_gsm8k, "math": load_math, "mgsm": load_mgsm,
     "arc_c": load_arc_c, "csqa": load_csqa, "bbh": load_bbh, "drop": load_drop, "emorynlp": load_emorynlp,
-    "meld": load_meld, "mbpp": load_mbpp}
+    "meld": load_meld, "mbpp": load_mbpp,
+    **{n: (lambda raw, n=n: load_cot_mc(_exists(instruct_dir(raw) / INSTRUCT_SOURCES[n]), n))
+       for n in ("strategyqa", "creak", "qasc", "sensemaking", "aqua")},
+    "codah": lambda raw: load_codah(_exists(instruct_dir(raw) / INSTRUCT_SOURCES["codah"]))}
+
+# datasets with official splits: loader file for (test, pool, train); pool and train from one file = pool 400 + the rest
+OFFICIAL: dict[str, tuple[str, str, str | None]] = {
+    "emorynlp": ("test", "dev", "train"), "meld": ("test", "dev", "train"),
+    "csqa": ("dev", "train", "train"), "gsm8k": ("test", "train", "train"), "mmlu": ("test", "validation", None)}
+
+def content_key(e: Example) -> str:
+    "What two examples share when one is a copy of the other: the normalised question (+ options), or dialogue context + utterance."
+    if "utterance" in e.inputs: return _norm(e.inputs.get("history", "") + " || " + e.inputs["utterance"])
+    return _norm(str(e.inputs.get("question", e.inputs)) + (" || " + " | ".join(e.options) if e.options else ""))
 
 def _pick_shots(ex_id: str, pool_ids: Sequence[str], seed: int, k: int = 3) -> list[str]:
     if len(pool_ids) < k: raise DataError(f"{ex_id}: only {len(pool_ids)} in-context candidates, need {k}")
@@ -506,16 +664,21 @@ def _pick_shots(ex_id: str, pool_ids: Sequence[str], seed: int, k: int = 3) -> l
 def _with_meta(ex: Example, **kw) -> Example:
     return Example(ex.id, ex.inputs, ex.reference, ex.options, {**ex.meta, **kw})
 
+def _parts(pool: list[Example], test: list[Example], train: list[Example] | None = None, shots=()) -> dict:
+    "The splits of one dataset: validation (draw=None) = the first 200 of the pool, which is in its own hash order."
+    out = {"pool": pool, "validation": pool[:N_VAL], "test": test, "shots": list(shots)}
+    if train is not None: out["train"] = train
+    return out
+
 def _build_mmlu_pro(raw: Path, seed: int) -> dict:
     pool = load_mmlu_pro(raw)
     order = sorted(pool, key=lambda e: _rank(seed, "mmlu_pro", e.id))
     keep = {"mmlu_pro": lambda e: True,
             "mmlu_pro_knowledge": lambda e: e.meta["category"] in MMLU_PRO_KNOWLEDGE,
             "mmlu_pro_reasoning": lambda e: e.meta["category"] in MMLU_PRO_REASONING}
-    val = {d: [e for e in order if f(e)][:N_VAL] for d, f in keep.items()}
-    used = {e.id for v in val.values() for e in v}
-    return {d: {"validation": val[d], "test": [e for e in order if f(e) and e.id not in used][:N_TEST], "shots": []}
-            for d, f in keep.items()}
+    pools = {d: [e for e in order if f(e)][:N_POOL] for d, f in keep.items()}
+    used = {e.id for v in pools.values() for e in v}     # no family pool example is in any family test
+    return {d: _parts(pools[d], [e for e in order if f(e) and e.id not in used][:N_TEST]) for d, f in keep.items()}
 
 def _build_flores(raw: Path, seed: int) -> dict:
     sents = load_flores_sentences(raw)
@@ -531,33 +694,85 @@ def _build_flores(raw: Path, seed: int) -> dict:
     for name, langs in (("flores37", FLORES37), ("flores101", FLORES101)):
         deal = hash_order(langs, seed, name)
         shots = [ex(i, lang) for lang in langs for i in parts["shots"]]
-        split = {"shots": shots}
+        split = {}
         for s in ("validation", "test"):
             split[s] = []
             for j, i in enumerate(parts[s]):
                 lang = deal[j % len(deal)]
                 split[s].append(ex(i, lang, shot_ids=[f"flores/{lang}/{k}" for k in
                                                       _pick_shots(f"flores/{lang}/{i}", parts["shots"], seed)]))
-        out[name] = split
+        out[name] = _parts(split["validation"], split["test"], shots=shots)   # pool = the 200 validation sentences
     return out
 
 def _build_bbh(raw: Path, seed: int) -> dict:
-    s = assign_splits(load_bbh(raw), seed, "bbh", shots_rest=True)
+    s = assign_splits(load_bbh(raw), seed, "bbh", n_val=N_POOL, shots_rest=True)
     pool = defaultdict(list)
     for e in s["shots"]: pool[e.meta["subtask"]].append(e.id)
     for part in ("validation", "test"):
         s[part] = [_with_meta(e, shot_ids=_pick_shots(e.id, pool[e.meta["subtask"]], seed)) for e in s[part]]
     used = {i for part in ("validation", "test") for e in s[part] for i in e.meta["shot_ids"]}
-    s["shots"] = [e for e in s["shots"] if e.id in used]
-    return {"bbh": s}
+    return {"bbh": _parts(s["validation"], s["test"], shots=[e for e in s["shots"] if e.id in used])}
+
+_DROPPED: dict[str, dict[str, int]] = {}  # dataset -> {split: examples dropped as copies of a later-fixed split}, in the manifest
+
+def _build_official(name: str, raw: Path, seed: int) -> dict:
+    "Test from the official test file (capped); pool the official dev file (or 400 of the train file); train the rest."
+    t, p, tr = OFFICIAL[name]
+    load, spec = LOADERS[name], SPECS[name]
+    test = assign_splits(load(raw, t), seed, name, n_val=0, n_test=spec.n_test)["test"]
+    seen, dropped = {content_key(e) for e in test}, {}
+    def fresh(exs: list[Example], split: str) -> list[Example]:
+        "Examples whose question / dialogue context is not already in a split fixed before (test, then pool)."
+        keep = [e for e in exs if content_key(e) not in seen]
+        if len(keep) < len(exs): dropped[split] = dropped.get(split, 0) + len(exs) - len(keep)
+        return keep
+    if p == tr:                                  # pool and train from one file
+        s = assign_splits(fresh(load(raw, p), "pool"), seed, name, n_val=N_POOL, n_test=0, train_rest=True)
+        pool, train = s["validation"], s["train"]
+        if dropped: dropped["train"] = dropped.pop("pool")   # dropped before the cut: count them as train rows
+    elif spec.n_pool is None:                    # the whole official dev file
+        pool = assign_splits(fresh(load(raw, p), "pool"), seed, name, n_val=0, n_test=None)["test"]
+        seen |= {content_key(e) for e in pool}
+        train = assign_splits(fresh(load(raw, tr), "train"), seed, name, n_val=0, n_test=None)["test"] if tr else None
+    else:
+        pool = assign_splits(fresh(load(raw, p), "pool"), seed, name, n_val=spec.n_pool, n_test=0)["validation"]
+        train = None
+    if dropped: _DROPPED[name] = dropped
+    else: _DROPPED.pop(name, None)
+    return {name: _parts(pool, test, train)}
+
+def _split_instruct(exs: list[Example], seed: int, name: str) -> dict:
+    "Pool 400, test min(1000, (n - 400) // 2), train the rest, by groups (the normalised question) in hash order."
+    s = assign_splits(exs, seed, name, n_val=N_POOL, n_test=min(N_TEST, (len(exs) - N_POOL) // 2), train_rest=True)
+    return _parts(s["validation"], s["test"], s["train"])
 
 def _build_family(family: str, raw: Path, seed: int) -> dict:
-    "All datasets of a family: {name: {'validation': [...], 'test': [...], 'shots': [...]}}."
+    "All datasets of a family: {name: {'pool', 'validation', 'test', 'shots'[, 'train']: [...]}}."
     if family == "mmlu_pro": return _build_mmlu_pro(raw, seed)
     if family == "flores": return _build_flores(raw, seed)
     if family == "bbh": return _build_bbh(raw, seed)
-    spec = SPECS[family]
-    return {family: assign_splits(LOADERS[family](raw), seed, family, n_test=spec.n_test)}
+    if family in OFFICIAL: return _build_official(family, raw, seed)
+    spec, exs = SPECS[family], LOADERS[family](raw)
+    if spec.has_train: return {family: _split_instruct(exs, seed, family)}   # the instruction-data target tasks
+    s = assign_splits(exs, seed, family, n_val=spec.n_pool, n_test=spec.n_test)
+    return {family: _parts(s["validation"], s["test"])}
+
+def check_disjoint(name: str, parts: dict) -> None:
+    "Raise a DataError naming `name` and up to 10 offenders when train, pool (so every validation draw), test and shots share an id or a group, or (official splits) a copied question / dialogue context."
+    bad = []
+    for split, exs in parts.items():
+        ids = [e.id for e in exs]
+        if len(set(ids)) != len(ids): bad += [f"{split} repeats id {i!r}" for i, c in Counter(ids).items() if c > 1]
+    if not {e.id for e in parts["validation"]} <= {e.id for e in parts["pool"]}: bad.append("validation is not within pool")
+    sides = [k for k in ("train", "pool", "test", "shots") if parts.get(k)]
+    keys = {"id": lambda e: e.id, "group": lambda e: str(e.meta.get("group", e.id))}
+    if name in OFFICIAL: keys["question/context"] = content_key
+    for i, a in enumerate(sides):
+        for b in sides[i + 1:]:
+            for kind, f in keys.items():
+                common = {f(e) for e in parts[a]} & {f(e) for e in parts[b]}
+                bad += [f"{a} and {b} share {kind} {c[:80]!r}" for c in sorted(common)]
+    if bad: raise DataError(f"{name}: splits overlap ({len(bad)} problem(s)); nothing written for it: " + "; ".join(bad[:10]))
 
 # %% ../nbs/03_data.ipynb #c82ed9d3
 def _sha256_file(path: Path) -> str:
@@ -566,10 +781,20 @@ def _sha256_file(path: Path) -> str:
         while block := f.read(1 << 20): h.update(block)
     return h.hexdigest()
 
-def _source_files(spec: DatasetSpec, raw: Path) -> list[Path]:
-    files = sorted({p for pat in spec.sources for p in raw.glob(pat) if p.is_file() and p.stat().st_size > 0})
+def _src_root(raw: Path, pattern: str) -> tuple[Path, str]:
+    "(folder, pattern inside it): 'instruct/...' patterns are under `instruct_dir(raw)`, the others under `raw`."
+    return (instruct_dir(raw), pattern[len("instruct/"):]) if pattern.startswith("instruct/") else (raw, pattern)
+
+def _source_files(spec: DatasetSpec, raw: Path) -> dict[str, Path]:
+    "Manifest key ('mmlu/test.parquet', 'instruct/cot/qasc_train.tsv') -> file, for every source file of `spec`."
+    files = {}
+    for pat in spec.sources:
+        root, rel = _src_root(raw, pat)
+        for p in root.glob(rel):
+            if p.is_file() and p.stat().st_size > 0:
+                files[("instruct/" if root != raw else "") + p.relative_to(root).as_posix()] = p
     if not files: raise DataError(f"{spec.name}: no source files {list(spec.sources)} under {raw}")
-    return files
+    return dict(sorted(files.items()))
 
 def _dump(examples: Sequence[Example]) -> bytes:
     return "".join(json.dumps(e.to_json(), ensure_ascii=False, sort_keys=True) + "\n" for e in examples).encode()
@@ -598,7 +823,7 @@ def read_manifest(out_dir: str | Path) -> dict | None:
 def _check_names(names: Iterable[str]) -> list[str]:
     names = list(names)
     bad = [n for n in names if n not in SPECS]
-    if bad: raise ValueError(f"unknown dataset(s) {bad}; valid names: {', '.join(DATASETS)}")
+    if bad: raise ValueError(f"unknown dataset(s) {bad}; valid names: {', '.join(ALL_DATASETS)}")
     return names
 
 def build_splits(
@@ -607,8 +832,8 @@ def build_splits(
     seed: int = 0,                        # the split seed
     names: Iterable[str] | None = None,   # datasets to build (default: all); whole families are built
 ) -> dict:                                # the manifest
-    "Build the validation/test (and in-context) splits of `names` and update the manifest."
-    names = _check_names(names if names is not None else DATASETS)
+    "Build the train / pool / validation / test (and in-context) splits of `names`, check them disjoint, and update the manifest."
+    names = _check_names(names if names is not None else ALL_DATASETS)
     raw = raw_dir(data_dir)
     out = Path(out_dir) if out_dir is not None else splits_dir(seed)
     families = sorted({SPECS[n].family for n in names})
@@ -619,26 +844,25 @@ def build_splits(
         hashes: dict[Path, str] = {}
         for fam in families:
             built = _build_family(fam, raw, seed)
+            for name, parts in built.items(): check_disjoint(name, parts)   # before anything of the family is written
             for name, parts in built.items():
                 spec, entry = SPECS[name], {"splits": {}}
                 entry["sources"] = {}
-                for p in _source_files(spec, raw):
+                for rel, p in _source_files(spec, raw).items():
                     if p not in hashes: hashes[p] = _sha256_file(p)
-                    entry["sources"][p.relative_to(raw).as_posix()] = {"sha256": hashes[p], "bytes": p.stat().st_size,
-                                                                        **({"cp1252_lines": _FALLBACK_LINES[str(p)]} if str(p) in _FALLBACK_LINES else {})}
-                ids = [e.id for part in parts.values() for e in part]
-                for part in ("validation", "test"):
-                    if len({e.id for e in parts[part]}) != len(parts[part]): raise DataError(f"{name}: duplicate ids in {part}")
-                if set(e.id for e in parts["validation"]) & set(e.id for e in parts["test"]):
-                    raise DataError(f"{name}: validation and test overlap")  # cannot happen: a guard on the builder
-                for part, exs in parts.items():
-                    if part == "shots" and not exs: continue
+                    entry["sources"][rel] = {"sha256": hashes[p], "bytes": p.stat().st_size,
+                                             **({"cp1252_lines": _FALLBACK_LINES[str(p)]} if str(p) in _FALLBACK_LINES else {})}
+                for part in SPLITS:
+                    exs = parts.get(part)
+                    if not exs: continue             # no train (or shots) for this dataset
                     data = _dump(exs)
                     rel = f"{name}/{part}.jsonl"
                     _atomic_write(out / rel, data)
                     entry["splits"][part] = {"file": rel, "count": len(exs), "sha256": hashlib.sha256(data).hexdigest(),
                                              "ids": [e.id for e in exs]}
                 entry["paper"] = dict(zip(("validation", "test"), PAPER_SIZES.get(name, (N_VAL, N_TEST))))
+                entry["sizes"] = spec.sizes
+                if name in _DROPPED: entry["dropped_copies"] = dict(_DROPPED[name])  # question/context already in test (or pool)
                 entry["note"] = spec.note
                 manifest["datasets"][name] = entry
         manifest["datasets"] = dict(sorted(manifest["datasets"].items()))
@@ -661,24 +885,38 @@ def _stale(entry: dict, raw: Path | None) -> bool:
     "True when a source file listed in the manifest is gone or changed size (cheap: stat only)."
     if raw is None: return False
     for rel, info in entry["sources"].items():
-        p = raw / rel
+        root, r = _src_root(raw, rel)
+        p = root / r
         if not p.is_file() or p.stat().st_size != info["bytes"]: return True
     return False
 
+def draw_validation(pool: Sequence[Example], name: str, draw: int, k: int = N_VAL) -> list[Example]:
+    "`k` examples of `pool` chosen by `hash_order(ids, draw, f'{name}:draw')`, in the pool's own order."
+    if not isinstance(draw, int) or isinstance(draw, bool) or draw < 0: raise ValueError(f"draw must be an int >= 0 (a run seed), got {draw!r}")
+    chosen = set(hash_order([e.id for e in pool], draw, f"{name}:draw")[:k])
+    return [e for e in pool if e.id in chosen]
+
 def load_split(
     name: str,                            # a dataset of DATASETS, or a name given to register_examples
-    split: str,                           # "validation", "test" or "shots"
+    split: str,                           # "train", "pool", "validation", "test" or "shots"
     seed: int = 0,                        # the split seed
     n: int | None = None,                 # keep the first n examples (validation-size experiments, tiny tasks)
     data_dir: str | Path | None = None,   # raw data root, used when the split must be (re)built
     out_dir: str | Path | None = None,    # splits folder (default `splits_dir(seed)`)
+    draw: int | None = None,              # validation only: None = the pool's first 200; k = 200 drawn from the pool by run seed k
 ) -> list[Example]:
     "The examples of one split, built on demand and checked against the manifest's sha256."
     if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if draw is not None:
+        if split != "validation": raise ValueError(f"draw= applies to the validation split only, not {split!r}")
+        if (name, "pool") not in _MEMORY and (name, "validation") in _MEMORY:   # registered without a pool: it is its own pool
+            return draw_validation(_MEMORY[(name, "validation")], name, draw)[:n]
+        pool = load_split(name, "pool", seed=seed, data_dir=data_dir, out_dir=out_dir)
+        return draw_validation(pool, name, draw)[:n]
     if (name, split) in _MEMORY: return list(_MEMORY[(name, split)][:n])
     if name not in SPECS:
         mem = sorted({k[0] for k in _MEMORY})
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}" + (f"; registered: {mem}" if mem else ""))
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(ALL_DATASETS)}" + (f"; registered: {mem}" if mem else ""))
     out = Path(out_dir) if out_dir is not None else splits_dir(seed)
     try: raw, no_raw = raw_dir(data_dir), ""
     except FileNotFoundError as e: raw, no_raw = None, str(e)  # no raw data here: trust splits that are already built
@@ -709,15 +947,36 @@ def manifest_digest(seed: int = 0, out_dir: str | Path | None = None) -> str:
 
 def split_digest(
     name: str,                            # a dataset of DATASETS, or a name given to register_examples
-    split: str,                           # "validation", "test" or "shots"
+    split: str,                           # "train", "pool", "validation", "test" or "shots"
     seed: int = 0,                        # the split seed
     out_dir: str | Path | None = None,    # splits folder (default `splits_dir(seed)`)
+    draw: int | None = None,              # validation only: the run seed of a validation draw
 ) -> str:
-    "sha256 of one split's serialised examples: the manifest's hash for a built dataset, the same hash computed in memory for registered examples (a run config can pin synthetic tasks too)."
+    "sha256 of one split's serialised examples: the manifest's hash for a built dataset, the same hash computed in memory for registered examples (a run config can pin synthetic tasks too), or of exactly the drawn validation examples."
+    if draw is not None: return hashlib.sha256(_dump(load_split(name, split, seed=seed, out_dir=out_dir, draw=draw))).hexdigest()
     if (name, split) in _MEMORY: return hashlib.sha256(_dump(_MEMORY[(name, split)])).hexdigest()
     load_split(name, split, seed=seed, out_dir=out_dir)          # builds it if needed and checks its hash
     man = read_manifest(Path(out_dir) if out_dir is not None else splits_dir(seed))
     return man["datasets"][name]["splits"][split]["sha256"]
+
+def heldout_rows(
+    dataset: str,                         # one of INSTRUCT_SOURCES (a target task read from instruction data)
+    seed: int = 0,                        # the split seed
+    data_dir: str | Path | None = None,   # data root (default `data_dir()`), used when `path` is None
+    path: str | Path | None = None,       # the source file itself (what an expert reader is reading)
+) -> set[str]:
+    "Source-row keys ('qasc_train.tsv:17', 'task156_codah_classification_adversarial:5') of the pool and test rows of `dataset`: the rows an expert must not train on. Computed in memory from the file (same split as `build_splits`)."
+    if dataset not in INSTRUCT_SOURCES: raise ValueError(f"{dataset!r} is not read from instruction data; expected one of {list(INSTRUCT_SOURCES)}")
+    if path is None: path = instruct_dir(raw_dir(data_dir)) / INSTRUCT_SOURCES[dataset]
+    path = Path(path)
+    key = (dataset, seed, str(path), path.stat().st_size if path.is_file() else -1)
+    if key not in _HELDOUT:
+        exs = load_codah(_exists(path)) if dataset == "codah" else load_cot_mc(_exists(path), dataset)
+        s = _split_instruct(exs, seed, dataset)
+        _HELDOUT[key] = frozenset(e.meta["source"] for part in ("pool", "test") for e in s[part])
+    return set(_HELDOUT[key])
+
+_HELDOUT: dict[tuple, frozenset] = {}
 
 # %% ../nbs/03_data.ipynb #c06b5fda
 _GH = "https://raw.githubusercontent.com/{repo}/HEAD/{path}"

@@ -74,8 +74,16 @@ def _files(folder: Path, pattern: str) -> list[Path]:
     return files
 
 class Examples(list):
-    "A list of examples that also remembers how many source rows were dropped (empty prompt or answer)."
+    "A list of examples that also remembers how many source rows were dropped (empty prompt or answer) or held out."
     skipped: int = 0
+    heldout: int = 0   # rows left out because they are in the pool or test of a target task (`genome_nb.data.heldout_rows`)
+
+def _heldout(path: Path) -> set[str]:
+    "Row ids ('qasc_train.tsv:17', 'task156_codah_classification_adversarial:5') of `path` in the pool or test of the target task read from it."
+    from genome_nb.data import INSTRUCT_SOURCES, heldout_rows
+    for name, rel in INSTRUCT_SOURCES.items():
+        if Path(rel).name == path.name: return heldout_rows(name, path=path)
+    return set()
 
 def _collect(source: str, rows) -> Examples:
     "Build examples from (id, messages) pairs, dropping those with an empty message."
@@ -90,17 +98,22 @@ def _turn(user: str, assistant: str) -> list[dict]:
 
 # %% ../nbs/10_experts.ipynb #962610ce
 def read_cot(folder: Path, source: str = "cot") -> Examples:
-    "FLAN v2 CoT tsv files (question ⇥ answer ⇥ rationale): question → rationale + answer."
+    "FLAN v2 CoT tsv files (question ⇥ answer ⇥ rationale): question → rationale + answer; rows in a target task's pool or test are held out."
+    held = [0]
     def rows():
         for path in _files(folder, "*.tsv"):
+            skip = _heldout(path)
             with open(path, encoding="utf-8", newline="") as f:
                 for i, rec in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
                     if len(rec) != 3:
                         raise DataFormatError(f"{path}: line {i}: expected 3 tab-separated fields "
                                               f"(question, answer, rationale), got {len(rec)}")
+                    if f"{path.name}:{i}" in skip: held[0] += 1; continue
                     q, a, r = (s.replace("\\n", "\n").strip() for s in rec)
                     yield f"{path.name}:{i}", _turn(q, f"{r}\nSo the answer is {a}." if a else "")
-    return _collect(source, rows())
+    out = _collect(source, rows())
+    out.heldout = held[0]
+    return out
 
 def read_alpaca(path: Path, source: str, response: str = "output") -> Examples:
     "A JSON list of {instruction, input?, output|response, history?} (Alpaca / LIMA / GPTeacher / Evol-Instruct)."
@@ -120,9 +133,11 @@ def read_alpaca(path: Path, source: str, response: str = "output") -> Examples:
     return _collect(source, rows())
 
 def read_niv2(folder: Path, source: str = "flan_v2") -> Examples:
-    "Super-NaturalInstructions task files: definition + instance input → first reference output."
+    "Super-NaturalInstructions task files: definition + instance input → first reference output; instances in a target task's pool or test (CODAH) are held out."
+    held = [0]
     def rows():
         for path in _files(folder, "*.json"):
+            skip = _heldout(path)
             task = _load_json(path)
             if not isinstance(task, dict): raise DataFormatError(f"{path}: expected a JSON object (an NIv2 task)")
             d = task.get("Definition")
@@ -136,8 +151,11 @@ def read_niv2(folder: Path, source: str = "flan_v2") -> Examples:
                 if not (isinstance(outs, list) and outs and isinstance(outs[0], str)):
                     raise DataFormatError(f"{path}: {where}: field 'output' should be a non-empty list of strings")
                 inp = _text(x, "input", path, where).strip()
+                if f"{path.stem}:{i}" in skip: held[0] += 1; continue
                 yield f"{path.stem}:{i}", _turn(f"Definition: {d.strip()}\n\nInput: {inp}\nOutput:", outs[0].strip())
-    return _collect(source, rows())
+    out = _collect(source, rows())
+    out.heldout = held[0]
+    return out
 
 def read_open_orca(path: Path, source: str = "open_orca") -> Examples:
     "Open-Orca DPO pairs: the system + user messages → the preferred (GPT-4) answer."
@@ -239,7 +257,7 @@ def read_source(
         out = Examples()
         for n in EXPERTS:
             part = read_source(n, d, oasst_paths)
-            out.extend(part); out.skipped += part.skipped
+            out.extend(part); out.skipped += part.skipped; out.heldout += part.heldout
         return out
     if name not in READERS: raise KeyError(f"unknown expert {name!r}; expected one of {EXPERTS + (DATA_MERGE,)}")
     return READERS[name](d, oasst_paths=oasst_paths)

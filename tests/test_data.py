@@ -15,10 +15,18 @@ except FileNotFoundError:
     HAVE_DATA = False
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason="benchmark data not found (set GENOME_DATA_DIR)")
 
-# validation / test sizes for seed 0 (DESIGN: 200 / <=1000; MGSM and FLORES keep all remaining data)
+# test sizes for seed 0 (DESIGN: 200 validation / <=1000 test; MGSM and FLORES keep all remaining data)
 EXPECTED = {"mmlu": 1000, "mmlu_pro": 1000, "mmlu_pro_knowledge": 1000, "mmlu_pro_reasoning": 1000, "gsm8k": 1000,
-            "math": 1000, "mgsm": 2541, "flores37": 800, "flores101": 800, "arc_c": 972, "csqa": 1000, "bbh": 1000,
-            "drop": 1000, "emorynlp": 770, "meld": 1000, "mbpp": 774}
+            "math": 1000, "mgsm": 2541, "flores37": 800, "flores101": 800, "arc_c": 772, "csqa": 1000, "bbh": 1000,
+            "drop": 1000, "emorynlp": 984, "meld": 1000, "mbpp": 774,
+            "strategyqa": 830, "creak": 1000, "qasc": 342, "sensemaking": 1000, "aqua": 1000, "codah": 1000}
+# pool sizes: 400, else the 200 validation examples (mgsm, flores, mbpp: test would shrink), else the official dev csv
+# (less the few rows whose dialogue context is a copy of a test row)
+POOL = {**{n: 400 for n in EXPECTED}, "mgsm": 200, "flores37": 200, "flores101": 200, "mbpp": 200,
+        "emorynlp": 952, "meld": 1108}
+TRAIN = {"gsm8k": 7073, "csqa": 9341, "emorynlp": 7529, "meld": 9976,
+         "strategyqa": 831, "creak": 5515, "qasc": 342, "sensemaking": 4670, "aqua": 1328, "codah": 1371}
+NEW = {"strategyqa": 2, "creak": 2, "qasc": 8, "sensemaking": 2, "aqua": 5, "codah": 4}   # options per question
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +46,129 @@ def _load(out, name, split):
 @needs_data
 def test_split_sizes_match_the_paper_where_the_data_allows(built):
     _, man = built
-    assert set(man["datasets"]) == set(DATASETS)
-    for name in DATASETS:
+    assert set(man["datasets"]) == set(D.ALL_DATASETS) and set(D.TARGET_DATASETS) == set(NEW)
+    for name in D.ALL_DATASETS:
         e = man["datasets"][name]["splits"]
         assert e["validation"]["count"] == 200 == len(set(e["validation"]["ids"])), name
         assert e["test"]["count"] == EXPECTED[name] == len(set(e["test"]["ids"])), name
         assert e["test"]["count"] <= 1000 or name in ("mgsm",), name
+        assert e["pool"]["count"] == POOL[name] == len(set(e["pool"]["ids"])), name
+        assert e["validation"]["ids"] == e["pool"]["ids"][:200], name            # draw=None: the pool's first 200
+        assert ("train" in e) == (name in TRAIN) and e.get("train", {}).get("count") == TRAIN.get(name), name
+        assert man["datasets"][name]["sizes"] and man["datasets"][name]["note"], name
 
 
 @needs_data
-def test_validation_and_test_are_disjoint_including_groups(built):
+def test_train_pool_and_test_are_disjoint_including_groups(built):
     out, man = built
-    for name in DATASETS:
-        val, test = _load(out, name, "validation"), _load(out, name, "test")
-        assert not {e.id for e in val} & {e.id for e in test}, name
-        gv = {e.meta.get("group", e.id) for e in val}
-        gt = {e.meta.get("group", e.id) for e in test}
-        assert not gv & gt, f"{name}: a group (question/sentence/passage/dialogue) is in both splits"
+    for name in D.ALL_DATASETS:
+        parts = {s: _load(out, name, s) for s in ("train", "pool", "test") if s in man["datasets"][name]["splits"]}
+        assert {e.id for e in _load(out, name, "validation")} <= {e.id for e in parts["pool"]}, name
+        for a in parts:
+            for b in parts:
+                if a >= b: continue
+                assert not {e.id for e in parts[a]} & {e.id for e in parts[b]}, (name, a, b)
+                ga, gb = ({str(e.meta.get("group", e.id)) for e in parts[x]} for x in (a, b))
+                assert not ga & gb, f"{name}: a group (question/sentence/passage/dialogue) is in {a} and {b}"
+                if name in D.OFFICIAL:   # official files: no copied question / dialogue context across them either
+                    assert not {D.content_key(e) for e in parts[a]} & {D.content_key(e) for e in parts[b]}, (name, a, b)
+
+
+@needs_data
+def test_official_splits_come_from_their_files(built):
+    out, man = built
+    for name, (t, p, tr) in D.OFFICIAL.items():
+        assert all(e.id.split("/")[1] == t or name == "csqa" for e in _load(out, name, "test")), name
+        if name in ("emorynlp", "meld", "gsm8k", "mmlu"):
+            assert all(e.id.split("/")[1] == p for e in _load(out, name, "pool")), name
+        if tr and name != "csqa": assert all(e.id.split("/")[1] == tr for e in _load(out, name, "train")), name
+    assert {e.meta["file"] for e in _load(out, "csqa", "test")} == {"dev"}
+    assert {e.meta["file"] for s in ("pool", "train") for e in _load(out, "csqa", s)} == {"train"}
+    meld = {e.meta["group"].split("/")[0] for s in ("train", "pool", "test") for e in _load(out, "meld", s)}
+    assert meld == {"train", "dev", "test"}                       # MELD's Dialogue_ID restarts: groups are split-qualified
+    assert man["datasets"]["meld"]["dropped_copies"] and man["datasets"]["emorynlp"]["dropped_copies"]
+
+
+@needs_data
+def test_validation_draws(built):
+    out, _ = built
+    for name in ("qasc", "gsm8k", "meld", "bbh"):
+        pool = _load(out, name, "pool")
+        a, b = (load_split(name, "validation", out_dir=out, draw=k) for k in (1, 2))
+        assert len(a) == len(b) == 200 and a != b and {e.id for e in a} | {e.id for e in b} <= {e.id for e in pool}, name
+        rank = {e.id: i for i, e in enumerate(pool)}
+        assert [rank[e.id] for e in a] == sorted(rank[e.id] for e in a)      # back in the pool's hash order
+        assert load_split(name, "validation", out_dir=out, draw=1) == a       # a draw is a function of its seed
+        assert load_split(name, "validation", out_dir=out, draw=1, n=7) == a[:7]
+        assert load_split(name, "validation", out_dir=out) == load_split(name, "validation", out_dir=out, n=None) == pool[:200]
+        assert D.split_digest(name, "validation", out_dir=out, draw=1) == hashlib.sha256(D._dump(a)).hexdigest()
+        assert D.split_digest(name, "validation", out_dir=out, draw=1) != D.split_digest(name, "validation", out_dir=out, draw=2)
+        assert D.split_digest(name, "validation", out_dir=out) == hashlib.sha256(D._dump(pool[:200])).hexdigest()
+    # a pool of 200 (mgsm, flores, mbpp): every draw is the same 200; test never depends on a draw
+    assert load_split("mbpp", "validation", out_dir=out, draw=3) == _load(out, "mbpp", "validation")
+    with pytest.raises(ValueError, match="draw"):
+        load_split("qasc", "test", out_dir=out, draw=1)
+    with pytest.raises(ValueError, match="draw must be an int"):
+        load_split("qasc", "validation", out_dir=out, draw=-1)
+
+
+@needs_data
+def test_new_datasets_parse(built):
+    out, man = built
+    for name, k in NEW.items():
+        exs = [e for s in ("train", "pool", "test") for e in _load(out, name, s)]
+        assert len(exs) == TRAIN[name] + POOL[name] + EXPECTED[name], name
+        for e in exs:
+            assert len(e.options) == k and all(o.strip() for o in e.options), (name, e.id)
+            assert e.reference in "ABCDEFGH"[:k] and len(e.reference) == 1, (name, e.id)
+            q = e.inputs["question"]
+            assert q.strip() and "Options:" not in q and "Completion A" not in q, (name, e.id)
+            src = e.meta["source"]
+            assert src.split(":")[0] in (Path(D.INSTRUCT_SOURCES[name]).name, Path(D.INSTRUCT_SOURCES[name]).stem)
+            assert ("rationale" in e.meta) == (name != "codah")
+    e = next(e for e in _load(out, "sensemaking", "pool"))
+    assert not e.options[0].startswith(("Sentence", '"')) and "sentence" in e.inputs["question"].lower()
+    assert {e.options for e in _load(out, "creak", "pool")} == {("yes", "no")}
+    assert set(man["datasets"]["qasc"]["sources"]) == {"instruct/cot/qasc_train.tsv"}
+
+
+@needs_data
+def test_heldout_rows_are_the_pool_and_test_source_rows(built):
+    out, _ = built
+    for name in D.INSTRUCT_SOURCES:
+        held = {e.meta["source"] for s in ("pool", "test") for e in _load(out, name, s)}
+        assert D.heldout_rows(name) == held and len(held) == POOL[name] + EXPECTED[name], name
+        assert not held & {e.meta["source"] for e in _load(out, name, "train")}
+    assert "task156_codah_classification_adversarial:0" in D.heldout_rows("codah") | {
+        e.meta["source"] for e in _load(out, "codah", "train")}
+    with pytest.raises(ValueError, match="not read from instruction data"):
+        D.heldout_rows("mmlu")
+
+
+def test_build_refuses_overlapping_splits(tmp_path, monkeypatch):
+    mk = lambda i, g: Example(f"syn/{i}", {"question": f"q{i}"}, "A", ("x", "y"), {"group": g})
+    parts = {"train": [mk(0, "g0"), mk(1, "shared")], "pool": [mk(2, "g2")], "validation": [mk(2, "g2")],
+             "test": [mk(3, "shared")], "shots": []}
+    with pytest.raises(DataError, match=r"syn: splits overlap .*train and test share group 'shared'"):
+        D.check_disjoint("syn", parts)
+    D.check_disjoint("syn", {**parts, "train": parts["train"][:1]})
+    copied = {**parts, "train": [mk(0, "g0"), Example("meld/train/d1u0", {"question": "Q3"}, "A", ("x", "y"), {"group": "g9"})]}
+    D.check_disjoint("syn", copied)                                      # content is checked for official splits only
+    with pytest.raises(DataError, match="share question/context"):
+        D.check_disjoint("meld", {**copied, "test": [Example("t", {"question": "q3 "}, "A", ("x", "y"), {"group": "g3"})]})
+    # build_splits runs the guard and writes nothing for the dataset
+    monkeypatch.setattr(D, "_build_family", lambda fam, raw, seed: {"arc_c": parts})
+    monkeypatch.setattr(D, "raw_dir", lambda root=None: tmp_path)
+    with pytest.raises(DataError, match="arc_c: splits overlap"):
+        build_splits(tmp_path, tmp_path / "out", seed=0, names=["arc_c"])
+    assert not (tmp_path / "out" / "arc_c").exists() and not (tmp_path / "out" / "manifest.json").exists()
 
 
 @needs_data
 def test_family_validation_never_in_any_family_test(built):
     _, man = built
     for fam in (("mmlu_pro", "mmlu_pro_knowledge", "mmlu_pro_reasoning"),):
-        vals = {i for n in fam for i in _ids(man, n, "validation")}
+        vals = {i for n in fam for i in _ids(man, n, "pool")}
         tests = {i for n in fam for i in _ids(man, n, "test")}
         assert not vals & tests
     # FLORES: the same sentence split for both language sets, shot sentences apart
@@ -100,9 +207,9 @@ def test_shots_come_from_outside_validation_and_test(built):
     out, _ = built
     for name in ("bbh", "flores37", "flores101"):
         pool = {e.id: e for e in _load(out, name, "shots")}
-        scored = {e.id for s in ("validation", "test") for e in _load(out, name, s)}
+        scored = {e.id for s in ("pool", "test") for e in _load(out, name, s)}
         assert not set(pool) & scored
-        for s in ("validation", "test"):
+        for s in ("pool", "validation", "test"):
             for e in _load(out, name, s):
                 ids = e.meta["shot_ids"]
                 assert len(ids) == 3 == len(set(ids)) and all(i in pool for i in ids)
@@ -149,6 +256,7 @@ def test_another_seed_gives_another_split(tmp_path):
     b = build_splits(out_dir=tmp_path / "b", seed=1, names=["arc_c"])
     va, vb = set(_ids(a, "arc_c", "validation")), set(_ids(b, "arc_c", "validation"))
     assert va != vb and len(va & vb) < 100   # expected overlap 200*200/1172 ≈ 34
+    assert _ids(a, "arc_c", "test") != _ids(b, "arc_c", "test")          # the split seed moves test; a draw never does
 
 
 @needs_data
@@ -156,6 +264,8 @@ def test_load_split_builds_on_demand_checks_hashes_and_takes_n(tmp_path):
     exs = load_split("gsm8k", "validation", out_dir=tmp_path)          # nothing built yet: builds
     assert len(exs) == 200 and isinstance(exs[0], Example)
     assert load_split("gsm8k", "validation", n=7, out_dir=tmp_path) == exs[:7]
+    with pytest.raises(ValueError, match="has no 'shots' split"):
+        load_split("gsm8k", "shots", out_dir=tmp_path)
     f = tmp_path / "gsm8k" / "test.jsonl"
     f.write_bytes(f.read_bytes().replace(b'"gsm8k/', b'"GSM8K/', 1))   # tamper with a built file
     with pytest.raises(DataError, match="sha256 differs"):
@@ -164,6 +274,9 @@ def test_load_split_builds_on_demand_checks_hashes_and_takes_n(tmp_path):
     assert len(load_split("gsm8k", "test", out_dir=tmp_path)) == 1000
     (tmp_path / "manifest.json").unlink()                               # so is a deleted manifest
     assert load_split("gsm8k", "validation", out_dir=tmp_path) == exs
+    test = load_split("gsm8k", "test", out_dir=tmp_path)
+    assert len(load_split("gsm8k", "validation", draw=4, out_dir=tmp_path)) == 200
+    assert load_split("gsm8k", "test", out_dir=tmp_path) == test                 # test does not change with a draw
 
 
 @needs_data
@@ -180,7 +293,7 @@ def test_unknown_names_and_splits_are_errors():
     with pytest.raises(ValueError, match="valid names: mmlu"):
         load_split("mmlu-pro", "test")
     with pytest.raises(ValueError, match="split must be one of"):
-        load_split("mmlu", "train")
+        load_split("mmlu", "dev")
     with pytest.raises(ValueError, match="valid names"):
         build_splits(out_dir="/nonexistent", names=["nope"])
 

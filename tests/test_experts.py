@@ -15,7 +15,9 @@ from genome_nb.experts import (DATA_MERGE, EXPERTS, DataFormatError, ExpertConfi
 from genome_nb.models import TINY, load_base
 
 # Rows per source in ../shared/data/instruct (SOURCES.md), after the readers' choices.
-COUNTS = dict(cot=18858, code_alpaca=2015, flan_v2=17988, gpt4_alpaca=999, oasst1=188, open_orca=284, science=1992,
+# cot and flan_v2 leave out the pool and test rows of the six target tasks read from them (data.heldout_rows):
+# 18,858 - 6,172 and 17,988 - 1,400 (CODAH).
+COUNTS = dict(cot=12686, code_alpaca=2015, flan_v2=16588, gpt4_alpaca=999, oasst1=188, open_orca=284, science=1992,
               sharegpt=1923, wizardlm=1966, lima=1029)
 TINY_CFG = ExpertConfig(max_examples=6, batch_size=3, micro_batch_size=2, max_seq_len=64)
 
@@ -50,6 +52,11 @@ def _roles_ok(messages):
 def test_reader_counts_roles_and_ids(sources):
     assert {n: len(x) for n, x in sources.items()} == COUNTS
     assert sources["code_alpaca"].skipped == 2 and sum(x.skipped for x in sources.values()) == 2
+    assert (sources["cot"].heldout, sources["flan_v2"].heldout) == (6172, 1400)
+    from genome_nb.data import heldout_rows
+    ids = {e["id"] for n in ("cot", "flan_v2") for e in sources[n]}
+    for name in ("qasc", "codah"):
+        assert not {f"{'flan_v2' if name == 'codah' else 'cot'}:{r}" for r in heldout_rows(name)} & ids
     for n, x in sources.items():
         assert len({e["id"] for e in x}) == len(x), n
         for e in x:
