@@ -402,9 +402,9 @@ class AnchorTask:
         if k == "_task": raise AttributeError(k)   # not yet set (copy, pickle)
         return getattr(self._task, k)
 
-    def examples(self, split: str, seed: int = 0, n: int | None = None) -> list:
+    def examples(self, split: str, seed: int = 0, n: int | None = None, draw: int | None = None) -> list:
         if split != "validation": raise ValueError(f"{self.name}: anchors are validation examples; there are none in {split!r}")
-        byid = {e.id: e for e in self._task.examples(split, seed=seed, n=n)}
+        byid = {e.id: e for e in self._task.examples(split, seed=seed, n=n, draw=draw)}
         missing = [i for i in self.ids if i not in byid]
         if missing: raise ValueError(f"{self.name}: anchor examples {missing[:3]} are not in the validation split")
         return [byid[i] for i in self.ids]
@@ -552,6 +552,7 @@ def fuse_choice_scores(
     return out
 
 # %% ../nbs/11_baselines.ipynb #70f6b695
+from .tasks import LOGPROB_MODES
 def _prompts(evaluator: Evaluator, task, split: str) -> tuple[list, list[str]]:
     "The examples of a split, in the evaluator's order, and their prompts x (the task's prompt text, shots included)."
     exs = evaluator.examples(task, split)
@@ -562,7 +563,7 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
     "Pack of LLMs: per-prompt weights from the experts' perplexities; experts fused per query (choice) or merged (static)."
     def body(run: BaselineRun) -> dict:
         c, ev, eng, names, genomes = run.config, run.evaluator, run.evaluator.engine, run.names, run.genomes
-        modes = {t.name: "per_query" if c.mode == "per_query" and ev.mode_for(t) == "choice" else "static" for t in run.tasks}
+        modes = {t.name: "per_query" if c.mode == "per_query" and ev.mode_for(t) in LOGPROB_MODES else "static" for t in run.tasks}
         pq = [t for t in run.tasks if modes[t.name] == "per_query"]
         st = [t for t in run.tasks if modes[t.name] == "static"]
         val_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "validation")[1]) for t in run.tasks}

@@ -34,6 +34,7 @@ class Profile:
     baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
     expert_config: dict = field(default_factory=dict)  # ExpertConfig overrides for building the experts
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
+    resample_validation: bool = True  # each seed draws its own 200 validation examples from the pool (Appendix: "randomly sampled"); test is fixed
     batch_tokens: int = 4096
     train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
 
@@ -83,7 +84,7 @@ PROFILES = {
     "smoke": Profile("smoke", base="tiny-random", dtype="fp32", experts="random:4", tasks=("toy",), n_val=8, n_test=8,
                      genome=dict(population_size=4, iterations=2, top_k=2), seeds=(41, 42),
                      baselines=dict(lorahub=dict(budget=6), merge3=dict(population=4, generations=2, n_anchors=4),
-                                    model_swarms=dict(iterations=2))),
+                                    model_swarms=dict(iterations=2)), resample_validation=False),
     "cpu-small": Profile("cpu-small", base="smollm2-135m-instruct", experts="built", tasks=("emorynlp",),
                          n_val=40, n_test=150, genome=dict(population_size=6, iterations=3, top_k=3), seeds=(41, 42, 47),
                          baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=3), merge3=dict(generations=5)),
@@ -170,8 +171,11 @@ def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
     from genome_nb.data import manifest_digest, split_digest
     rec = dict(profile=profile.name, setup=dict(base=profile.base, dtype=profile.dtype, engine=profile.engine,
                                                  experts=profile.experts, mode=profile.mode))
-    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed) for s in ("validation", "test")}
+    rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed,
+                                            draw=evaluator.val_draw if s == "validation" else None) for s in ("validation", "test")}
                    for t in tasks}  # pins the exact examples scored, real or synthetic (builds the splits if needed)
+    rec["validation_draw"] = evaluator.val_draw
+    rec["modes"] = {t.name: evaluator.mode_for(t) for t in tasks}
     # the manifest as it stood (informational: it grows as datasets are built lazily, so resuming ignores it)
     try: rec["data_manifest"] = manifest_digest(evaluator.split_seed) if profile.name != "smoke" else None
     except FileNotFoundError: rec["data_manifest"] = None
@@ -215,6 +219,7 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
         for method in methods:
             rd = run_dir_for(root, profile, experiment, method, task_names, seed)
             ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
+                           val_draw=seed if profile.resample_validation else None,
                            run_dir=rd if shared is None else None, progress=progress)
             if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
             config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)

@@ -267,7 +267,8 @@ class HFEngine(Engine):
         rows = build_rows(ctxs, labs)
         P = 0
         if self.prefix_cache and len(rows) > 1:
-            P = max(0, min(common_prefix_len([r[0] for r in rows]), min(len(r[0]) for r in rows) - 1))
+            P = max(0, min(common_prefix_len([r[0] for r in rows]), min(len(r[0]) for r in rows) - 1,
+                           min(w[2] for r in rows for w in r[1])))   # the first scored position is computed, not cached
         results = []
         for g in genomes:
             self._apply(g)

@@ -234,7 +234,7 @@ def _evaluate(evaluator, inds: list[Individual], tasks, weights, counters: dict)
 def evaluator_record(evaluator: Evaluator) -> dict:
     "The evaluator settings a run records in config.json (each of them can change a score)."
     return dict(engine=evaluator.engine.fingerprint, mode=evaluator.mode, n_val=evaluator.n_val,
-                n_test=evaluator.n_test, split_seed=evaluator.split_seed)
+                n_test=evaluator.n_test, split_seed=evaluator.split_seed, val_draw=getattr(evaluator, "val_draw", None))
 
 def check_same_config(run_dir: Path, cfg_json: Mapping) -> None:
     "Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences."

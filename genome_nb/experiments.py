@@ -341,6 +341,7 @@ def run_plan(
         return [tasks[n] for n in names]
     def evaluator(spec, rd):
         ev = Evaluator(engine, mode=prof.mode, n_val=spec.n_val or prof.n_val, n_test=prof.n_test,
+                       val_draw=spec.seed if prof.resample_validation else None,
                        run_dir=rd if spec.private_cache else None)
         if not spec.private_cache: ev.cache = shared
         return ev

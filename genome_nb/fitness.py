@@ -113,6 +113,7 @@ class Evaluator:
                  n_val: int | None = None,  # cap on validation examples (None: the whole split)
                  n_test: int | None = None, # cap on test examples (None: the whole split)
                  split_seed: int = 0,       # seed of the data splits
+                 val_draw: int | None = None,  # run seed that draws validation from the pool (None: the pool's first 200)
                  run_dir: str | Path | None = None,   # where the disk cache lives (None: memory only)
                  progress: bool = False):             # a tqdm bar over the (genome, task) pairs being scored
         modes = mode.values() if isinstance(mode, dict) else [mode]
@@ -123,7 +124,10 @@ class Evaluator:
                 raise ValueError(f"Evaluator {f}={v!r}: use a positive integer, or None for the whole split")
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise ValueError(f"Evaluator split_seed={split_seed!r}: use a non-negative integer")
+        if val_draw is not None and (isinstance(val_draw, bool) or not isinstance(val_draw, int) or val_draw < 0):
+            raise ValueError(f"Evaluator val_draw={val_draw!r}: use a non-negative integer (a run seed) or None")
         self.engine, self.mode, self.n_val, self.n_test, self.split_seed = engine, mode, n_val, n_test, split_seed
+        self.val_draw = val_draw
         self.progress = progress
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
         self.budget, self.splits_read, self._prepared = Budget(), [], {}
@@ -131,14 +135,15 @@ class Evaluator:
     def mode_for(self, task) -> str:
         "The scoring mode used for `task`."
         m = self.mode.get(task.name, "auto") if isinstance(self.mode, dict) else self.mode
-        if m == "auto": return "choice" if "choice" in task.modes else "generate"
+        if m == "auto": return next((x for x in task.modes if x in LOGPROB_MODES), "generate")   # `choice` for the paper's tasks
         if m not in task.modes: raise ValueError(f"task {task.name!r} has no scoring mode {m!r}; it has {task.modes}")
         return m
 
     def key(self, digest: str, task, split: str) -> str:
         "Cache key: genome, task, split, size, split seed, mode, engine, and a digest of exactly what is scored."
         n = self.n_val if split == "validation" else self.n_test
-        return "|".join([digest, task.name, split, str(n), str(self.split_seed), self.mode_for(task), self.engine.fingerprint,
+        draw = [] if split != "validation" or self.val_draw is None else [f"draw{self.val_draw}"]
+        return "|".join([digest, task.name, split, str(n), str(self.split_seed), *draw, self.mode_for(task), self.engine.fingerprint,
                          self._prepare(task, split)[3]])
 
     def _check_base(self, genomes, digests):
@@ -155,7 +160,7 @@ class Evaluator:
         k = (task.name, split, self.mode_for(task))
         if k not in self._prepared:
             n = self.n_val if split == "validation" else self.n_test
-            exs = task.examples(split, seed=self.split_seed, n=n)
+            exs = task.examples(split, seed=self.split_seed, n=n, draw=self.val_draw if split == "validation" else None)
             self.splits_read.append((task.name, split))
             mode = self.mode_for(task)
             lp = mode in LOGPROB_MODES

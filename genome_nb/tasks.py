@@ -18,14 +18,14 @@ import numpy as np
 import sacrebleu
 from scipy.optimize import linear_sum_assignment
 
-from .data import (DATASETS, DataError, Example, load_split, register_examples)
+from .data import (ALL_DATASETS, DATASETS, DataError, Example, load_split, register_examples)
 
 # %% auto #0
-__all__ = ['FIGURES', 'FIGURE_NUMBERS', 'LETTERS', 'BLEU_TOKENIZE', 'SCORING', 'LOGPROB_MODES', 'Fields', 'TASKS', 'find_answer',
-           'normalize_letter', 'canonical_number', 'normalize_number', 'normalize_math', 'drop_normalize', 'drop_em_f1',
-           'drop_score', 'normalize_bbh', 'extract_code', 'corpus_bleu', 'SandboxError', 'SandboxLimits',
-           'SandboxResult', 'sandbox_layers', 'run_sandboxed', 'option_scores', 'Task', 'ChoiceTask', 'NumberTask',
-           'MathTask', 'BBHTask', 'DropTask', 'TranslationTask', 'CodeTask', 'get_task', 'register_task',
+__all__ = ['FIGURES', 'FIGURE_NUMBERS', 'LETTERS', 'BLEU_TOKENIZE', 'SCORING', 'LOGPROB_MODES', 'Fields', 'CLOZE', 'TASKS',
+           'find_answer', 'normalize_letter', 'canonical_number', 'normalize_number', 'normalize_math',
+           'drop_normalize', 'drop_em_f1', 'drop_score', 'normalize_bbh', 'extract_code', 'corpus_bleu', 'SandboxError',
+           'SandboxLimits', 'SandboxResult', 'sandbox_layers', 'run_sandboxed', 'option_scores', 'Task', 'ChoiceTask',
+           'NumberTask', 'MathTask', 'BBHTask', 'DropTask', 'TranslationTask', 'CodeTask', 'get_task', 'register_task',
            'make_toy_task']
 
 # %% ../nbs/04_tasks.ipynb #7883c011
@@ -617,8 +617,9 @@ class Task:
     cloze: str = ""                    # the cloze prompt of the `cloze*` modes (question only, options not listed); "" = none
     content: tuple[str, ...] = ("question",)  # inputs that the content-free prompt of a `*_calibrated` mode replaces by "N/A"
 
-    def examples(self, split: str, seed: int = 0, n: int | None = None) -> list[Example]:
-        return load_split(self.dataset, split, seed=seed, n=n)
+    def examples(self, split: str, seed: int = 0, n: int | None = None, draw: int | None = None) -> list[Example]:
+        "The examples of a split (`draw`: the run seed that samples validation from the pool; None: the pool's first 200)."
+        return load_split(self.dataset, split, seed=seed, n=n, draw=draw)
 
     def shots(self, ex: Example, split: str = "test", seed: int = 0) -> list[Example]:
         "The in-context examples of `ex` (ids fixed at split time in `meta['shot_ids']`, from the seed's pool outside both validation and test, so `split` does not change them)."
@@ -795,14 +796,25 @@ def _mbpp_fields(ex, shots): return {"question": ex.inputs["text"], "test": "\n"
 def _drop_fields(ex, shots): return {"context": ex.inputs["context"]}
 
 def _emotion_fields(ex, shots):
-    return {"history": ex.inputs["history"], "utterance": ex.inputs["utterance"], "options": _opts(ex)}
+    return {"history": ex.inputs["history"], "utterance": ex.inputs["utterance"], "options": _opts(ex),
+            "labels": ", ".join(o.lower() for o in ex.options)}
 
 # %% ../nbs/04_tasks.ipynb #93fcdab3
-_MC = ("choice", "generate")
+_MC = ("choice", "option", "option_norm", "option_calibrated", "generate")
+_CLOZE = ("cloze", "cloze_norm", "cloze_calibrated")
 _GEN = ("generate",)
+# cloze prompts (ours, lm-eval style: the question alone, the option text scored as the answer)
+CLOZE = {"question": "{question}",
+         "emotion": "Conversation:\n{history}\n{utterance}\n\nWhich emotion does the last utterance express ({labels})?"}
 
-def _mc(name, dataset, key, fields, tokens=512):
-    return ChoiceTask(name, dataset, "accuracy", _MC, tokens, template=FIGURES[key], fields=fields, figure=FIGURE_NUMBERS[key])
+def _mc(name, dataset, key, fields, tokens=512, cloze="question", figure=True, content=("question",)):
+    return ChoiceTask(name, dataset, "accuracy", _MC[:-1] + (_CLOZE if cloze else ()) + _GEN, tokens, template=FIGURES[key],
+                      fields=fields, figure=FIGURE_NUMBERS[key] if figure else None, cloze=CLOZE[cloze] if cloze else "",
+                      content=content)
+
+def _target(name, cloze="question"):
+    "A testbed task from the instruction data: the paper's generic multiple-choice prompt (Figure 6, ARC-C's) on its options."
+    return _mc(name, name, "arc_c", _arc_fields, cloze=cloze, figure=False)
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     _mc("mmlu", "mmlu", "mmlu", _mmlu_fields),
@@ -820,11 +832,15 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     _mc("csqa", "csqa", "csqa", _csqa_fields),
     BBHTask("bbh", "bbh", "accuracy", _GEN, 512, template=FIGURES["bbh"], fields=_bbh_fields, figure=8, n_shots=3),
     DropTask("drop", "drop", "exact_match", _GEN, 384, template=FIGURES["drop"], fields=_drop_fields, figure=13),
-    _mc("emorynlp", "emorynlp", "emotion", _emotion_fields, 384),
-    _mc("meld", "meld", "emotion", _emotion_fields, 384),
+    _mc("emorynlp", "emorynlp", "emotion", _emotion_fields, 384, cloze="emotion", content=("history", "utterance")),
+    _mc("meld", "meld", "emotion", _emotion_fields, 384, cloze="emotion", content=("history", "utterance")),
     CodeTask("mbpp", "mbpp", "pass@1", _GEN, 512, template=FIGURES["mbpp"], fields=_mbpp_fields, figure=12),
+    # the CPU testbed's extra targets (data.TARGET_DATASETS); sensemaking asks which sentence makes *no* sense, so a
+    # cloze prompt that scores each sentence alone would reward the sensible one: it has the paper-prompt modes only
+    _target("strategyqa"), _target("creak"), _target("qasc"), _target("sensemaking", cloze=None), _target("aqua"),
+    _target("codah"),
 ]}
-assert tuple(TASKS) == DATASETS
+assert tuple(TASKS) == ALL_DATASETS
 
 def get_task(name: str) -> Task:
     "The task called `name`; unknown names raise a ValueError listing the valid ones."
@@ -862,7 +878,8 @@ def make_toy_task(n: int = 8, seed: int = 0, kind: str = "choice", name: str = "
         if kind == "number": exs = [Example(e.id, e.inputs, str(e.meta["sum"]), None, e.meta) for e in exs]
         register_examples(dataset, split, exs)
     if kind == "choice":
-        task = ChoiceTask(name, dataset, "accuracy", _MC, 16, template=FIGURES["arc_c"], fields=_arc_fields, figure=6)
+        task = ChoiceTask(name, dataset, "accuracy", _MC[:-1] + _CLOZE + _GEN, 16, template=FIGURES["arc_c"], fields=_arc_fields,
+                          figure=6, cloze=CLOZE["question"])
     else:
         task = NumberTask(name, dataset, "accuracy", _GEN, 32, template=FIGURES["gsm8k_math"], fields=_question_fields, figure=10)
     return register_task(task)

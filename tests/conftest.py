@@ -17,7 +17,7 @@ class SpyTask:
     def __init__(self, task, log, run_dir):
         self._task, self._log, self._run_dir = task, log, Path(run_dir)
     def __getattr__(self, name): return getattr(self._task, name)
-    def examples(self, split, seed=0, n=None):
+    def examples(self, split, seed=0, n=None, draw=None):
         done = len(history(self._run_dir)) if (self._run_dir / "history.jsonl").is_file() else 0
         self._log.append((split, done))
-        return self._task.examples(split, seed=seed, n=n)
+        return self._task.examples(split, seed=seed, n=n, draw=draw)

@@ -3,6 +3,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import dataclasses
+
 import pytest
 
 from genome_nb import data as D
@@ -122,8 +124,13 @@ def test_registry_and_contract():
         get_task("MMLU")
     metrics = {t.metric for t in TASKS.values()}
     assert metrics <= {"accuracy", "exact_match", "bleu", "pass@1"}
+    option = ("option", "option_norm", "option_calibrated")
+    cloze = ("cloze", "cloze_norm", "cloze_calibrated")
     for name in ("mmlu", "mmlu_pro", "arc_c", "csqa", "emorynlp", "meld", "mmlu_pro_reasoning"):
-        assert get_task(name).modes == ("choice", "generate") and get_task(name).choice_prefix == "Answer: "
+        assert get_task(name).modes == ("choice", *option, *cloze, "generate") and get_task(name).choice_prefix == "Answer: "
+    for name in ("strategyqa", "creak", "qasc", "aqua", "codah"):
+        assert get_task(name).modes == ("choice", *option, *cloze, "generate") and get_task(name).figure is None
+    assert get_task("sensemaking").modes == ("choice", *option, "generate")   # no cloze: it asks for the sentence that makes no sense
     for name in ("gsm8k", "math", "mgsm", "flores37", "flores101", "bbh", "drop", "mbpp"):
         assert get_task(name).modes == ("generate",)
         with pytest.raises(ValueError, match="no choice mode"):
@@ -421,7 +428,7 @@ def test_bbh_gold_round_trip_without_example(splits):
 
 def test_make_toy_task_is_deterministic_and_self_contained():
     t = make_toy_task(6, seed=3)
-    assert get_task("toy") is t and isinstance(t, Task) and t.modes == ("choice", "generate")
+    assert get_task("toy") is t and isinstance(t, Task) and t.modes[0] == "choice" and t.modes[-1] == "generate"
     val, test = t.examples("validation"), t.examples("test")
     assert len(val) == len(test) == 6 and not {e.id for e in val} & {e.id for e in test}
     assert make_toy_task(6, seed=3).examples("validation") == val
@@ -445,3 +452,28 @@ def test_a_task_over_registered_examples():
     assert get_task("mine").examples("validation") == exs
     assert "LETTER is one of AB." in t.prompt(exs[0])
     assert t.score(["A", "B", None, "A"], exs)["accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------- log-probability modes (S1)
+
+def test_option_modes_score_option_texts_and_read_letters():
+    t = make_toy_task(4, seed=0)
+    e = t.examples("validation")[0]
+    assert t.labels(e, "choice") == list("ABCD") and t.labels(e, "option") == list(e.options)
+    assert t.labels(e, "cloze_norm") == list(e.options)
+    assert t.user_message(e, "option") == t.prompt(e)                 # the paper's prompt lists the options
+    assert t.user_message(e, "cloze") == e.inputs["question"]         # the cloze prompt does not
+    assert "N/A" in t.user_message(t.content_free(e), "cloze") and t.content_free(e).options == e.options
+    assert e.inputs["question"] not in t.user_message(t.content_free(e), "option_calibrated")
+    with pytest.raises(ValueError, match="no log-probability mode 'generate'"):
+        t.labels(e, "generate")
+    with pytest.raises(ValueError, match="no cloze prompt"):
+        dataclasses.replace(t, cloze="").user_message(e, "cloze")
+
+
+def test_emotion_content_free_prompt_blanks_history_and_utterance():
+    t = get_task("emorynlp")
+    e = Example("x", {"history": "A: hi", "utterance": "B: I hate this!"}, "B", ("Joyful", "Mad"), {})
+    null = t.user_message(t.content_free(e), "cloze_calibrated")
+    assert "hate" not in null and "A: hi" not in null and "joyful, mad" in null
+    assert "I hate this!" in t.user_message(e, "cloze")
