@@ -12,10 +12,11 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'TIMED', 'READERS', 'Profile', 'load_profile', 'make_engine',
-           'make_experts', 'make_tasks', 'run_dir_for', 'shared_cache_path', 'run_record', 'run_one', 'reported',
-           'results_table', 'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd',
-           'capabilities_cmd', 'splits_cmd', 'info', 'plot_fitness', 'quickstart', 'experiment_notebooks',
-           'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
+           'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool',
+           'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
+           'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info',
+           'plot_fitness', 'quickstart', 'experiment_notebooks', 'batch_stages', 'run_all', 'run_all_cmd', 'parser',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Profile:
     dtype: str = "auto"
     engine: str = "hf"               # "hf" | "vllm"
     experts: str = "built"           # "built", a directory of PEFT adapters, or "random:<n>" (smoke tests)
+    pool: str = "domain"             # with experts="built": "domain" (Table 8's ten) or "tasks" (the CPU pool of task experts)
+    leave_target_out: bool = True    # a run never starts from an expert trained on its own target task's data
     tasks: tuple = ()                # default tasks of the profile's experiments
     mode: str | dict = "auto"        # scoring mode, or {task: mode}: "auto" takes `choice` where a task allows it
     n_val: int | None = None         # validation examples per task (None: the whole 200)
@@ -58,6 +61,7 @@ class Profile:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1): bad(f, "must be a positive integer or null")
         if self.experts.startswith("random:"):
             if not self.experts[7:].isdigit() or int(self.experts[7:]) < 2: bad("experts", "use 'random:<n>' with an integer n ≥ 2")
+        elif self.pool not in ("domain", "tasks"): bad("pool", "must be 'domain' or 'tasks'")
         elif self.experts != "built" and not Path(self.experts).is_dir():
             bad("experts", "must be 'built', 'random:<n>' or an existing directory of PEFT adapters")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
@@ -130,6 +134,9 @@ def make_experts(profile: Profile, build: bool = True, progress: bool = True) ->
         merged = gs.pop(f"random{n}")
         return gs, merged
     from genome_nb.experts import DATA_MERGE, EXPERTS, ExpertConfig, expert_dirs, train_experts
+    if profile.experts == "built" and profile.pool == "tasks":
+        dirs = task_pool_dirs(profile, build=build, progress=progress)
+        return {n: load_adapter(p, base_model=profile.base) for n, p in dirs.items()}, None
     if profile.experts == "built":
         if build: train_experts(profile.base, config=ExpertConfig.from_dict(profile.expert_config), progress=progress,
                                 threads=profile.train_threads)
@@ -158,6 +165,35 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
     "results/<profile>/<experiment>/<run_id>/ with run_id = method-tasks-seed[-tag]."
     rid = f"{method}-{'+'.join(tasks)}-s{seed}" + (f"-{tag}" if tag else "")
     return Path(root) / profile.name / experiment / rid
+
+def released_dir(profile: Profile) -> Path:
+    "Where the released CPU pool of a profile lives in the repository: `results/<profile>/experts/adapters/`."
+    from genome_nb.experiments import repo_path
+    return repo_path(f"results/{profile.name}/experts/adapters")
+
+def task_pool_dirs(profile: Profile, build: bool = True, progress: bool = True) -> dict:
+    "The CPU pool's adapter directories: the released ones (sha256-checked) if the repository has them, else built in the cache."
+    from genome_nb.experts import TASK_EXPERTS, released_experts, task_experts_root, train_task_experts
+    rel = released_dir(profile)
+    if (rel / "MANIFEST.json").is_file(): return released_experts(rel)
+    if build: return train_task_experts(profile.base, progress=progress, threads=profile.train_threads)
+    root = task_experts_root(profile.base)
+    missing = [n for n in TASK_EXPERTS if not (root / n / "adapter_config.json").is_file()]
+    if missing: raise FileNotFoundError(f"task experts {missing} are neither released under {rel} nor built under {root}")
+    return {n: root / n for n in TASK_EXPERTS}
+
+def pool_for(profile: Profile, experts: dict, tasks: Sequence) -> dict:
+    "The experts a run on `tasks` starts from: with `leave_target_out`, no expert trained on a target's own data."
+    if not profile.leave_target_out: return dict(experts)
+    own = {t.name for t in tasks}
+    return {n: g for n, g in experts.items() if n not in own}
+
+def check_pool(profile: Profile, experts: dict, tasks: Sequence) -> None:
+    "Refuse a leave-target-out run whose pool holds an expert trained on a target task (the CPU pool names experts by task)."
+    if profile.pool != "tasks" or not profile.leave_target_out: return
+    bad = sorted({t.name for t in tasks} & set(experts))
+    if bad: raise ValueError(f"profile {profile.name!r} leaves the target out, but the pool holds the expert(s) trained on "
+                             f"target task(s) {bad}; pass pool_for(profile, experts, tasks) instead")
 
 # %% ../nbs/13_cli.ipynb #d5e8756a
 GENOME_METHODS = ("genome", "genome_plus")
@@ -195,7 +231,10 @@ def run_one(
     progress: bool = True,
 ) -> dict:                        # final.json
     "One run of a method in `run_dir`; a finished run directory answers from its final.json (after a config check)."
+    check_pool(profile, experts, tasks)
     extra = {**run_record(profile, tasks, evaluator), **(extra or {})}
+    extra["pool"] = dict(kind=profile.pool if profile.experts == "built" else profile.experts,
+                         leave_target_out=profile.leave_target_out, experts=sorted(experts))
     if method in GENOME_METHODS:
         from genome_nb.evolution import GenomeConfig, evolve
         cfg = GenomeConfig.from_dict({**profile.genome, **(config or {}), "seed": seed, "method": method})
@@ -224,7 +263,8 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
             if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
             config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
             t0 = time.perf_counter()
-            final = run_one(profile, method, tasks, seed, rd, ev, experts, merged, config, dict(experiment=experiment), progress)
+            final = run_one(profile, method, tasks, seed, rd, ev, pool_for(profile, experts, tasks), merged, config,
+                            dict(experiment=experiment), progress)
             rows.append(dict(method=method, seed=seed, run_dir=str(rd), final=final, seconds=time.perf_counter() - t0))
     return rows
 

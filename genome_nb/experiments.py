@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, run_dir_for,
+from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
                            run_one, shared_cache_path)
 from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
                                 load_history, load_results, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table)
@@ -351,8 +351,8 @@ def run_plan(
         done = (rd / "final.json").is_file()
         t0 = time.perf_counter()
         extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
-        run_one(prof, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd), experts, merged,
-                spec.config, extra, progress)
+        run_one(prof, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
+                pool_for(prof, experts, task_objs(spec.tasks)), merged, spec.config, extra, progress)
         if spec.transfer: transfer(rd, task_objs(spec.transfer), evaluator(spec, rd))
         secs = time.perf_counter() - t0
         rows.append(dict(method=spec.method, tasks="+".join(spec.tasks), seed=spec.seed, variant=spec.variant,

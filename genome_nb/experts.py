@@ -16,11 +16,13 @@ from tqdm.auto import tqdm
 from .models import EMBEDDED, TINY, cache_dir, load_base
 
 # %% auto #0
-__all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU_TOKENS_PER_S', 'CAPABILITY_TASKS',
+__all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU_TOKENS_PER_S', 'TASK_EXPERTS', 'BALANCED',
+           'TASK_EXPERT_CONFIG', 'TASK_EXPERT_N', 'TASK_EXPERT_ROWS', 'RELEASE_FILES', 'CAPABILITY_TASKS',
            'DataFormatError', 'Examples', 'read_cot', 'read_alpaca', 'read_niv2', 'read_open_orca', 'read_scitldr',
            'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash',
            'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table', 'expert_dirs',
-           'plan_budget', 'build_experts_main', 'capability_map']
+           'plan_budget', 'build_experts_main', 'task_rows', 'task_experts_root', 'train_task_experts',
+           'release_experts', 'released_experts', 'capability_map', 'capability_summary']
 
 # %% ../nbs/10_experts.ipynb #c832e688
 EXPERTS = ("cot", "code_alpaca", "flan_v2", "gpt4_alpaca", "oasst1", "open_orca", "science", "sharegpt", "wizardlm", "lima")
@@ -694,6 +696,142 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(dirs)} experts under {Path(next(iter(dirs.values()))).parent} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
+# %% ../nbs/10_experts.ipynb #95769fc9
+# the CPU pool: expert name = the task whose train split it learns -> the scoring mode whose prompt it learns
+TASK_EXPERTS: dict[str, str] = {
+    "csqa": "cloze", "qasc": "cloze", "codah": "cloze", "strategyqa": "cloze", "creak": "cloze", "aqua": "cloze",
+    "sensemaking": "option", "emorynlp": "cloze", "meld": "cloze", "gsm8k": "generate"}
+BALANCED = ("strategyqa", "creak", "emorynlp", "meld")   # fixed label sets: equal rows per gold label
+
+def _shuffle_options(ex, rng: np.random.Generator):
+    "`ex` with its options in a random order (the reference letter follows the gold option)."
+    from genome_nb.data import Example
+    perm = rng.permutation(len(ex.options))
+    gold = ord(str(ex.reference)) - 65
+    return Example(ex.id, ex.inputs, chr(65 + int(np.where(perm == gold)[0][0])), tuple(ex.options[j] for j in perm), ex.meta)
+
+def _draw_balanced(exs, n: int, seed: int, key) -> list:
+    "Up to ⌈n/k⌉ examples of each of the k gold labels (hash order of the seed), in one seeded order."
+    from genome_nb.data import hash_order
+    by = {}
+    for e in exs: by.setdefault(key(e), []).append(e)
+    per, ids = -(-n // len(by)), []
+    for lab in sorted(by): ids += hash_order([e.id for e in by[lab]], seed, f"balance:{lab}")[:per]
+    keep = set(hash_order(ids, seed, "balanced")[:n])
+    return [e for e in exs if e.id in keep]
+
+def task_rows(
+    name: str,                     # a target task with a train split (a key of TASK_EXPERTS)
+    n: int | None = 1000,          # rows (None: the whole train split)
+    seed: int = 0,                 # which rows, option order
+    mode: str | None = None,       # the prompt mode (default TASK_EXPERTS[name])
+    balance: bool | None = None,   # equal rows per gold label (default: name in BALANCED)
+    history_turns: int | None = 3, # dialogue tasks: keep the last turns of the history (training cost; None: all)
+) -> Examples:                     # chat rows {"id", "source", "messages"} for `train_expert`
+    "Training rows of a task expert: the task's train split in its own prompt, replying `Answer: <option text>`."
+    from dataclasses import replace
+    from genome_nb.data import hash_order, load_split
+    from genome_nb.tasks import SCORING, get_task
+    if name not in TASK_EXPERTS and mode is None: raise KeyError(f"{name!r} is not a task expert; known: {list(TASK_EXPERTS)}")
+    task, mode = get_task(name), mode or TASK_EXPERTS[name]
+    if mode not in task.modes: raise ValueError(f"task {name!r} has no mode {mode!r} (modes: {task.modes})")
+    exs = load_split(task.dataset, "train")
+    balance = name in BALANCED if balance is None else balance
+    n = len(exs) if n is None else min(n, len(exs))
+    if balance: exs = _draw_balanced(exs, n, seed, lambda e: e.options[ord(str(e.reference)) - 65])
+    else:
+        keep = set(hash_order([e.id for e in exs], seed, f"rows:{name}")[:n]); exs = [e for e in exs if e.id in keep]
+    rng, out = np.random.default_rng(seed), Examples()
+    for ex in exs:
+        if history_turns is not None and "history" in ex.inputs:
+            ex = replace(ex, inputs={**ex.inputs, "history": "\n".join(ex.inputs["history"].split("\n")[-history_turns:])})
+        if mode == "generate":   # a solution ending in the answer line the paper's prompt asks for
+            sol = ex.meta["solution"].split("####")[0].strip()
+            user, reply = task.prompt(ex), f"{sol}\nAnswer: {ex.reference}"
+        else:
+            if SCORING[mode][0] == "paper": ex = _shuffle_options(ex, rng)   # listed options: every gold position alike
+            user, reply = task.user_message(ex, mode), task.choice_prefix + ex.options[ord(str(ex.reference)) - 65]
+        out.append({"id": f"{name}:{ex.id}", "source": name, "messages": _turn(user, reply)})
+    return out
+
+# the CPU recipe of the task experts: Table 8's LoRA (r 8, α 16, q/v), one pass over 500 rows at a CPU learning rate
+# (≈450k training tokens for the ten, ≈30 min on two idle cores at the measured ≈250 tokens/s)
+TASK_EXPERT_CONFIG = dict(max_examples=None, lr=1e-3, batch_size=16, micro_batch_size=8, max_seq_len=256, epochs=1)
+TASK_EXPERT_N = 500
+TASK_EXPERT_ROWS = {"gsm8k": 200}   # rows per expert where not TASK_EXPERT_N (gsm8k: long solutions)
+
+def task_experts_root(base: str = EMBEDDED) -> Path:
+    "Default folder of the CPU pool built for `base`: `<cache_dir>/experts/<base>/tasks/`."
+    return experts_root(base) / "tasks"
+
+def train_task_experts(
+    base=EMBEDDED,                         # base model name (or a (model, tokenizer) pair)
+    out_root: str | Path | None = None,    # default `task_experts_root(base)`
+    names: Sequence[str] | None = None,    # default: every TASK_EXPERTS
+    config: ExpertConfig | None = None,    # default ExpertConfig(**TASK_EXPERT_CONFIG)
+    seed: int = 0,                         # rows, option order, LoRA init
+    progress: bool = True,
+    threads: int | None = None,
+) -> dict[str, Path]:                      # name -> adapter directory
+    "Train every task expert of the CPU pool that is not already built with the same recipe and rows."
+    config = config or ExpertConfig(**{**TASK_EXPERT_CONFIG, "seed": seed})
+    names = list(names or TASK_EXPERTS)
+    unknown = [n for n in names if n not in TASK_EXPERTS]
+    if unknown: raise KeyError(f"unknown task expert(s) {unknown}; expected names from {list(TASK_EXPERTS)}")
+    root = Path(out_root) if out_root else task_experts_root(_base_id(base))
+    rows = {n: task_rows(n, TASK_EXPERT_ROWS.get(n, TASK_EXPERT_N), seed) for n in names}
+    todo = [n for n in names if not _built(root / n, recipe_hash(config, _base_id(base), n, rows[n]))]
+    loaded = None
+    for n in tqdm(todo, desc="task experts", disable=not progress or not todo):
+        if loaded is None:
+            loaded = load_base(base, dtype="bf16" if config.precision == "bf16" else "fp32") if isinstance(base, str) else base
+        train_expert(loaded, rows[n], root / n, config, source=n, progress=progress, threads=threads)
+    return {n: root / n for n in names}
+
+# %% ../nbs/10_experts.ipynb #8a8f73c7
+RELEASE_FILES = ("adapter_config.json", "adapter_model.safetensors", "training.json")
+
+def release_experts(
+    dirs: dict[str, Path],     # name -> built adapter directory
+    out: str | Path,           # the release folder (replaced file by file)
+) -> Path:                     # out / "MANIFEST.json"
+    "Copy adapters into `out/<name>/` and write the sha256 manifest of every copied file."
+    out = Path(out); files = {}
+    for n, d in dirs.items():
+        for f in RELEASE_FILES:
+            src_, dst = Path(d) / f, out / n / f
+            if not src_.is_file(): raise FileNotFoundError(f"{src_}: an adapter to release lacks {f}")
+            dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src_, dst)
+            files[f"{n}/{f}"] = hashlib.sha256(dst.read_bytes()).hexdigest()
+    man = out / "MANIFEST.json"
+    man.write_text(json.dumps(dict(experts=sorted(dirs), files=dict(sorted(files.items()))), indent=1) + "\n")
+    return man
+
+def released_experts(
+    root: str | Path,                  # a release folder (with MANIFEST.json)
+    names: Sequence[str] | None = None,  # which experts (default: all in the manifest)
+) -> dict[str, Path]:                  # name -> verified adapter directory
+    "The adapters of a release folder, each file checked against the manifest's sha256 (a mismatch names the file)."
+    root = Path(root); man = root / "MANIFEST.json"
+    if not man.is_file(): raise FileNotFoundError(f"{man}: no manifest; not a release folder")
+    try: m = json.loads(man.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{man}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("files"), dict) or not isinstance(m.get("experts"), list):
+        raise ValueError(f"{man}: expected {{'experts': [...], 'files': {{path: sha256}}}}")
+    names = list(names or m["experts"])
+    missing = [n for n in names if n not in m["experts"]]
+    if missing: raise KeyError(f"{man}: no expert(s) {missing}; it holds {m['experts']}")
+    for n in names:
+        for f in RELEASE_FILES:
+            rel = f"{n}/{f}"; p = root / rel
+            if rel not in m["files"]: raise ValueError(f"{man}: lists no sha256 for {rel}")
+            if not p.is_file(): raise FileNotFoundError(f"{p}: listed in {man} but missing")
+            got = hashlib.sha256(p.read_bytes()).hexdigest()
+            if got != m["files"][rel]:
+                raise ValueError(f"{p}: sha256 {got[:12]}… differs from {man} ({m['files'][rel][:12]}…); the adapter was "
+                                 f"changed after release — restore it (git checkout) or rebuild with `genome-nb experts --rebuild`")
+    return {n: root / n for n in names}
+
 # %% ../nbs/10_experts.ipynb #1e42144e
 CAPABILITY_TASKS = ("mmlu", "mmlu_pro", "arc_c", "csqa", "meld", "emorynlp")  # the multiple-choice tasks (choice mode)
 
@@ -703,10 +841,41 @@ def capability_map(
     evaluator,                    # a fitness.Evaluator (its cache is reused)
     include_base: bool = True,    # also score the bare base model, as row "base"
 ):                                # long DataFrame: expert, task, metric, score
-    "Validation scores of every expert (and the base model) on every task."
+    """Validation scores of every expert (and the base model) on every task, with a 95% Wilson interval and, against
+    the base model, the difference and the exact McNemar p-value on the same examples (accuracy tasks)."""
     import pandas as pd
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.proportion import proportion_confint
     names = (["base"] if include_base else []) + list(experts)
     genomes = ([None] if include_base else []) + list(experts.values())
     res = evaluator.evaluate(genomes, tasks, "validation")
-    return pd.DataFrame([dict(expert=n, task=t.name, metric=t.metric, score=res.scores[i][t.name].score)
-                         for i, n in enumerate(names) for t in tasks])
+    rows = []
+    for t in tasks:
+        base = np.asarray(res.scores[0][t.name].per_example or [], dtype=float) if include_base else None
+        for i, n in enumerate(names):
+            ts = res.scores[i][t.name]
+            y = np.asarray(ts.per_example or [], dtype=float)
+            row = dict(expert=n, task=t.name, metric=t.metric, mode=ts.mode, n=len(y), score=ts.score)
+            if t.metric == "accuracy" and len(y):
+                lo, hi = proportion_confint(int(y.sum()), len(y), alpha=0.05, method="wilson")
+                row.update(ci_low=float(lo), ci_high=float(hi))
+                if base is not None and len(base) == len(y):
+                    b = [[int(((base == 1) & (y == 1)).sum()), int(((base == 1) & (y == 0)).sum())],
+                         [int(((base == 0) & (y == 1)).sum()), int(((base == 0) & (y == 0)).sum())]]
+                    row.update(vs_base=float(y.mean() - base.mean()), p_vs_base=1.0 if n == "base" else float(mcnemar(b, exact=True).pvalue))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+def capability_summary(cap: "pd.DataFrame") -> "pd.DataFrame":
+    "Per task: base, best expert (and its p against the base), worst expert, the experts' spread, chance of a difference."
+    import pandas as pd
+    out = []
+    for t, g in cap.groupby("task", sort=False):
+        ex = g[g.expert != "base"]
+        best = ex.loc[ex.score.idxmax()]
+        base = g[g.expert == "base"].score
+        out.append(dict(task=t, mode=best.get("mode"), base=float(base.iloc[0]) if len(base) else float("nan"),
+                        best_expert=best.expert, best=float(best.score), p_best_vs_base=best.get("p_vs_base", float("nan")),
+                        worst=float(ex.score.min()), spread=float(ex.score.max() - ex.score.min()),
+                        beat_base=int((ex.get("vs_base", pd.Series(dtype=float)) > 0).sum()) if "vs_base" in ex else None))
+    return pd.DataFrame(out)
