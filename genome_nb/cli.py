@@ -322,7 +322,7 @@ def baseline_cmd(args) -> int:
 
 # %% ../nbs/13_cli.ipynb #714c4f4c
 def bench_cmd(args) -> int:
-    "Engine throughput on a real task: bare model vs a population of random genomes (prints one JSON object)."
+    "Engine throughput on a real task: bare model vs a population of random genomes, and option-text vs letter scoring cost (prints one JSON object)."
     import copy
     from genome_nb.fitness import bench_engine
     from genome_nb.genome import LoraSpec, genome_from_model, random_lora_model
@@ -330,10 +330,15 @@ def bench_cmd(args) -> int:
     from genome_nb.tasks import get_task
     engine = HFEngine(args.model, dtype=args.dtype, batch_tokens=args.batch_tokens)
     spec = LoraSpec(base_model=args.model, r=8, lora_alpha=16, target_modules=("q_proj", "v_proj"))
-    f32 = copy.deepcopy(engine.model).float()
-    genomes = [genome_from_model(random_lora_model(copy.deepcopy(f32), spec, seed=s)) for s in range(args.genomes)]
-    del f32
-    print(json.dumps(bench_engine(engine, get_task(args.task), genomes, n=args.n, mode=args.mode), indent=1))
+    genomes = []
+    if args.genomes:
+        f32 = copy.deepcopy(engine.model).float()
+        genomes = [genome_from_model(random_lora_model(copy.deepcopy(f32), spec, seed=s)) for s in range(args.genomes)]
+        del f32
+    # in choice mode on a multiple-choice task the object includes option_over_letter: seconds scoring the
+    # option texts / seconds scoring the letters, same prompts, base model (--genomes 0: only that)
+    print(json.dumps(bench_engine(engine, get_task(args.task), genomes, n=args.n, mode=args.mode,
+                                  options=not args.no_options, repeats=args.repeats), indent=1))
     return 0
 
 def experts_cmd(args) -> int:
@@ -549,6 +554,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--task", default="mmlu"); x.add_argument("--n", type=int, default=64)
     x.add_argument("--genomes", type=int, default=10); x.add_argument("--mode", default="choice")
     x.add_argument("--batch-tokens", type=int, default=4096)
+    x.add_argument("--repeats", type=int, default=1, help="alternating letter / option-text passes")
+    x.add_argument("--no-options", action="store_true", help="skip the option-text vs letter comparison")
     x.set_defaults(func=bench_cmd)
     t = sub.add_parser("experts", help="train the ten experts and Data Merge (idempotent)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the experts builder")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_engines.ipynb #a29d143a
 from __future__ import annotations
-import contextlib, hashlib, json, os, tempfile, time
+import contextlib, hashlib, inspect, json, os, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +84,12 @@ class WeightPatcher:
         finally: self.restore()
 
 # %% ../nbs/06_engines.ipynb #b3e28d5f
+def _joint(ws: str, label: str) -> str:
+    "The text's trailing whitespace `ws` joined to `label`, without doubling whitespace the label already starts with."
+    k = len(label) - len(label.lstrip())
+    while k and not ws.endswith(label[:k]): k -= 1
+    return ws[:len(ws) - k] + label
+
 def split_candidates(tok, texts: Sequence[str], labels: Sequence[Sequence[str]]):
     "Token ids of each text's context and of each of its labels, tokenised jointly."
     ctxs, labs = [], []
@@ -91,12 +97,12 @@ def split_candidates(tok, texts: Sequence[str], labels: Sequence[Sequence[str]])
     base = tok(stripped, add_special_tokens=False)["input_ids"]
     for t, s, ids, ls in zip(texts, stripped, base, labels):
         if not ls: raise ValueError(f"no labels to score for text {t[:60]!r}")
-        ws = t[len(s):]
-        full = tok([s + ws + l for l in ls], add_special_tokens=False)["input_ids"]
+        tails = [_joint(t[len(s):], l) for l in ls]
+        full = tok([s + x for x in tails], add_special_tokens=False)["input_ids"]
         row = []
-        for l, f in zip(ls, full):
+        for l, x, f in zip(ls, tails, full):
             if f[:len(ids)] == ids and len(f) > len(ids): row.append(f[len(ids):])
-            else: row.append(tok(ws + l, add_special_tokens=False)["input_ids"])  # tokeniser merged across the boundary
+            else: row.append(tok(x, add_special_tokens=False)["input_ids"])  # tokeniser merged across the boundary
             if not row[-1]: raise ValueError(f"label {l!r} tokenises to nothing")
         ctxs.append(ids); labs.append(row)
     return ctxs, labs
@@ -203,6 +209,8 @@ class HFEngine(Engine):
         self.patcher = WeightPatcher(model)
         self.batch_tokens, self.max_batch, self.max_waste, self.prefix_cache = batch_tokens, max_batch, max_waste, prefix_cache
         self.stats, self._fingerprint = EngineStats(), None
+        # transformers 5 names the key/value cache argument `cache`, 4.x `past_key_values`
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
 
     @property
     def fingerprint(self) -> str:
@@ -219,13 +227,21 @@ class HFEngine(Engine):
         self.stats.applies += 1
         self.stats.apply_seconds += time.perf_counter() - t0
 
+    def _forward(self, ids, pos, cache=None, mask=None):
+        "Hidden states of the base model for `ids` at positions `pos`, on top of (and extending) `cache`."
+        dev = self.model.device
+        kw = {self._cache_kw: cache} if cache is not None else {}
+        return self.model.model(input_ids=ids.to(dev), position_ids=pos.to(dev), use_cache=cache is not None,
+                                attention_mask=None if mask is None else mask.to(dev), **kw).last_hidden_state
+
     @torch.inference_mode()
     def _prefix(self, ids: list[int]):
         "Key/value cache of the shared prefix (one sequence), or None."
         if not ids: return None
-        out = self.model.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True)
+        cache = DynamicCache(config=self.model.config)
+        self._forward(torch.tensor([ids]), torch.arange(len(ids)).unsqueeze(0), cache)
         self.stats.tokens_computed += len(ids)
-        return out.past_key_values
+        return cache
 
     def _expand(self, cache, n: int):
         "A fresh cache holding the prefix `n` times (the shared one is never modified)."
@@ -233,49 +249,78 @@ class HFEngine(Engine):
         return DynamicCache(ddp_cache_data=[(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]))
                                             for k, v, *_ in cache], config=self.model.config)
 
+    def _logprobs(self, hidden: torch.Tensor, targets: Sequence[int]) -> list[float]:
+        "log p(target) at each of a batch of hidden states."
+        logp = torch.log_softmax(_final_logits(self.model, hidden), dim=-1)
+        return logp[torch.arange(len(targets)), list(targets)].tolist()
+
     @torch.inference_mode()
-    def _score_rows(self, rows, P: int, n_texts: int, n_labels: Sequence[int]) -> list[list[float]]:
-        "Run the rows (after a shared prefix of length P) and collect the log-probabilities they ask for."
-        out = [[float("-inf")] * k for k in n_labels]
-        prefix = self._prefix(rows[0][0][:P]) if P else None
-        suffixes = [ids[P:] for ids, _ in rows]
+    def _score_texts(self, ctxs, labs, P: int) -> list[list[float]]:
+        "log p(label | context) for every label of every context, the first P tokens (shared by all) run once."
+        out = [[0.0] * len(ls) for ls in labs]
+        prefix = self._prefix(ctxs[0][:P]) if P else None
+        sufs = [c[P:] for c in ctxs]
         pad = self.tokenizer.pad_token_id
-        for batch in length_batches([len(s) for s in suffixes], self.batch_tokens, self.max_batch, self.max_waste):
-            S = max(len(suffixes[r]) for r in batch)
-            ids = torch.full((len(batch), S), pad, dtype=torch.long)
-            for b, r in enumerate(batch): ids[b, :len(suffixes[r])] = torch.tensor(suffixes[r])
-            pos = torch.arange(P, P + S).unsqueeze(0)
-            h = self.model.model(input_ids=ids.to(self.model.device), position_ids=pos.to(self.model.device),
-                                 past_key_values=self._expand(prefix, len(batch)), use_cache=prefix is not None).last_hidden_state
-            real = sum(len(suffixes[r]) for r in batch)
-            self.stats.tokens_computed += real
-            self.stats.tokens_padded += len(batch) * S - real
-            self.stats.batches += 1
-            want = [(b, *w) for b, r in enumerate(batch) for w in rows[r][1]]
-            hb = h[[w[0] for w in want], [w[3] - P for w in want]]
-            logp = torch.log_softmax(_final_logits(self.model, hb), dim=-1)
-            vals = logp[torch.arange(len(want)), [w[4] for w in want]].tolist()
-            acc: dict[tuple[int, int], float] = {}
-            for (b, i, j, p, t), v in zip(want, vals): acc[(i, j)] = acc.get((i, j), 0.0) + v
-            for (i, j), v in acc.items(): out[i][j] = v
+        for batch in length_batches([len(s) for s in sufs], self.batch_tokens, self.max_batch, self.max_waste):
+            B, S = len(batch), max(len(sufs[i]) for i in batch)
+            ids = torch.full((B, S), pad, dtype=torch.long)
+            for b, i in enumerate(batch): ids[b, :len(sufs[i])] = torch.tensor(sufs[i])
+            multi = [(b, i, j) for b, i in enumerate(batch) for j, l in enumerate(labs[i]) if len(l) > 1]
+            cache = self._expand(prefix, B) if prefix is not None else (DynamicCache(config=self.model.config) if multi else None)
+            h = self._forward(ids, torch.arange(P, P + S).unsqueeze(0), cache)
+            self._count(sum(len(sufs[i]) for i in batch), B * S)
+            # every label's first token, from the context's last real position
+            want = [(b, i, j, l[0]) for b, i in enumerate(batch) for j, l in enumerate(labs[i])]
+            hb = h[[w[0] for w in want], [len(sufs[w[1]]) - 1 for w in want]]
+            for (b, i, j, t), v in zip(want, self._logprobs(hb, [w[3] for w in want])): out[i][j] = v
+            if multi: self._score_options(cache, batch, sufs, labs, P, S, multi, out)
         return out
 
+    def _score_options(self, cache, batch, sufs, labs, P: int, S: int, multi, out) -> None:
+        "Add the log-probabilities of labels' later tokens, rows `label[:-1]` on the contexts' key/value cache."
+        pad, kv = self.tokenizer.pad_token_id, [(k, v) for k, v, *_ in cache]
+        lens = [S + len(labs[i][j]) - 1 for _, i, j in multi]   # a row costs its cached context plus its own tokens
+        for chunk in length_batches(lens, self.batch_tokens, self.max_batch, self.max_waste):
+            rows = [multi[r] for r in chunk]
+            R, So = len(rows), max(len(labs[i][j]) - 1 for _, i, j in rows)
+            ids = torch.full((R, So), pad, dtype=torch.long)
+            pos = torch.empty((R, So), dtype=torch.long)
+            mask = torch.ones((R, P + S + So), dtype=torch.long)
+            for r, (b, i, j) in enumerate(rows):
+                l, n = labs[i][j][:-1], len(sufs[i])
+                ids[r, :len(l)] = torch.tensor(l)
+                pos[r] = torch.arange(P + n, P + n + So)
+                mask[r, P + n:P + S] = 0   # the padding after a shorter context
+            idx = torch.tensor([b for b, _, _ in rows], device=kv[0][0].device)
+            rc = DynamicCache(ddp_cache_data=[(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv],
+                              config=self.model.config)
+            h = self._forward(ids, pos, rc, mask if bool((mask == 0).any()) else None)
+            self._count(sum(len(labs[i][j]) - 1 for _, i, j in rows), R * So)
+            want = [(r, k, i, j, t) for r, (_, i, j) in enumerate(rows) for k, t in enumerate(labs[i][j][1:])]
+            hb = h[[w[0] for w in want], [w[1] for w in want]]
+            for (r, k, i, j, t), v in zip(want, self._logprobs(hb, [w[4] for w in want])): out[i][j] += v
+
+    def _count(self, real: int, padded: int) -> None:
+        self.stats.tokens_computed += real
+        self.stats.tokens_padded += padded - real
+        self.stats.batches += 1
+
     def score_choices(self, genomes, texts, labels):
-        "Log-probabilities `[genome][text][label]` of each label continuing each text."
+        """Log-probabilities `[genome][text][label]` of each label continuing each text: each context run
+        once (after the shared prefix), the labels' later tokens scored as a batch on its key/value cache."""
         t0 = time.perf_counter()
         ctxs, labs = split_candidates(self.tokenizer, texts, labels)
-        rows = build_rows(ctxs, labs)
+        naive = sum(len(ids) for ids, _ in build_rows(ctxs, labs))
         P = 0
-        if self.prefix_cache and len(rows) > 1:
-            P = max(0, min(common_prefix_len([r[0] for r in rows]), min(len(r[0]) for r in rows) - 1,
-                           min(w[2] for r in rows for w in r[1])))   # the first scored position is computed, not cached
+        if self.prefix_cache and len(ctxs) > 1:
+            P = max(0, min(common_prefix_len(ctxs), min(len(c) for c in ctxs) - 1))
         results = []
         for g in genomes:
             self._apply(g)
-            try: results.append(self._score_rows(rows, P, len(texts), [len(l) for l in labels]))
+            try: results.append(self._score_texts(ctxs, labs, P))
             finally: self.patcher.restore()
             self.stats.sequences += len(texts)
-            self.stats.tokens_naive += sum(len(r[0]) for r in rows)
+            self.stats.tokens_naive += naive
         self.stats.seconds += time.perf_counter() - t0
         return results
 

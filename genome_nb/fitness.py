@@ -273,29 +273,46 @@ class Evaluator:
         return EvalResult(digests=digests, scores=scores, fitness=fit)
 
 # %% ../nbs/07_fitness.ipynb #18f15b75
-def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "validation", mode: str = "choice") -> dict:
-    "Bare vs population throughput of `engine` on `n` prompts of `task` (one JSON-able dict)."
+def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "validation", mode: str = "choice",
+                 options: bool = True,    # in choice mode on a multiple-choice task, also time option-text vs letter labels
+                 repeats: int = 1) -> dict:  # letter/option-text passes (alternating) for that comparison
+    "Bare vs population throughput of `engine` on `n` prompts of `task`, and option-text vs letter cost (one JSON-able dict)."
     import time as _t
     ev = Evaluator(engine, mode={task.name: mode}, n_val=n, n_test=n)
-    exs, texts, labels, _ = ev._prepare(task, split)
-    run = (lambda gs: engine.score_choices(gs, texts, labels)) if mode == "choice" else \
+    exs, texts, labels = ev._prepare(task, split)[:3]
+    run = (lambda gs: engine.score_choices(gs, texts, labels)) if mode in LOGPROB_MODES else \
           (lambda gs: engine.generate(gs, texts, max_new_tokens=task.max_new_tokens))
     run([None])  # warm-up (allocations, kernels)
-    bare_s = pop_s = 0.0
-    s0 = EngineStatsSnapshot(engine)
-    for g in genomes:
-        t0 = _t.perf_counter(); run([None]); bare_s += _t.perf_counter() - t0
-        t0 = _t.perf_counter(); run([g]); pop_s += _t.perf_counter() - t0
-    d = s0.delta()
-    seqs = len(texts) * len(genomes)
-    return dict(task=task.name, split=split, mode=mode, prompts=len(texts), genomes=len(genomes),
-                engine=type(engine).__name__, fingerprint=engine.fingerprint,
-                bare_seq_per_s=round(seqs / bare_s, 3), population_seq_per_s=round(seqs / pop_s, 3),
-                population_over_bare=round(bare_s / pop_s, 4),
-                padding_waste=round(d["tokens_padded"] / max(1, d["tokens_padded"] + d["tokens_computed"]), 4),
-                tokens_computed=d["tokens_computed"] // 2, tokens_naive=d["tokens_naive"] // 2,
-                computed_over_naive=round(d["tokens_computed"] / max(1, d["tokens_naive"]), 4),
-                apply_ms_per_genome=round(1000 * d["apply_seconds"] / max(1, d["applies"]), 2))
+    out = dict(task=task.name, split=split, mode=mode, prompts=len(texts), genomes=len(genomes),
+               engine=type(engine).__name__, fingerprint=engine.fingerprint)
+    if genomes:
+        bare_s = pop_s = 0.0
+        s0 = EngineStatsSnapshot(engine)
+        for g in genomes:
+            t0 = _t.perf_counter(); run([None]); bare_s += _t.perf_counter() - t0
+            t0 = _t.perf_counter(); run([g]); pop_s += _t.perf_counter() - t0
+        d = s0.delta()
+        seqs = len(texts) * len(genomes)
+        out.update(bare_seq_per_s=round(seqs / bare_s, 3), population_seq_per_s=round(seqs / pop_s, 3),
+                   population_over_bare=round(bare_s / pop_s, 4),
+                   padding_waste=round(d["tokens_padded"] / max(1, d["tokens_padded"] + d["tokens_computed"]), 4),
+                   tokens_computed=d["tokens_computed"] // 2, tokens_naive=d["tokens_naive"] // 2,
+                   computed_over_naive=round(d["tokens_computed"] / max(1, d["tokens_naive"]), 4),
+                   apply_ms_per_genome=round(1000 * d["apply_seconds"] / max(1, d["applies"]), 2))
+    if options and mode == "choice" and all(getattr(ex, "options", None) for ex in exs):
+        # the same prompts, after the same assistant prefix ("Answer: "): letters vs the options' own text
+        opts = [list(ex.options) for ex in exs]
+        engine.score_choices([None], texts, opts)  # warm-up
+        secs, toks = {"letter": 0.0, "option": 0.0}, {"letter": 0, "option": 0}
+        for _ in range(repeats):
+            for kind, labs in (("letter", labels), ("option", opts)):
+                c0 = engine.stats.tokens_computed; t0 = _t.perf_counter()
+                engine.score_choices([None], texts, labs)
+                secs[kind] += _t.perf_counter() - t0; toks[kind] += engine.stats.tokens_computed - c0
+        out.update(letter_s=round(secs["letter"] / repeats, 3), option_s=round(secs["option"] / repeats, 3),
+                   option_over_letter=round(secs["option"] / secs["letter"], 3),
+                   letter_tokens_computed=toks["letter"] // repeats, option_tokens_computed=toks["option"] // repeats)
+    return out
 
 class EngineStatsSnapshot:
     "The difference of an engine's counters since the snapshot was taken."
