@@ -349,17 +349,23 @@ def experts_cmd(args) -> int:
 def capabilities_cmd(args) -> int:
     "Score every expert and the base model on the profile's multiple-choice tasks; CSV + rank heatmap."
     from genome_nb.analysis import plot_capability_heatmap
-    from genome_nb.experts import CAPABILITY_TASKS, capability_map
+    from genome_nb.experts import CAPABILITY_TASKS, capability_map, capability_summary, choose_modes, mode_table
     from genome_nb.fitness import Evaluator
     from genome_nb.evolution import atomic_write
     profile = load_profile(args.profile)
-    names = args.task or (list(profile.tasks) if profile.name == "smoke" else list(CAPABILITY_TASKS))
+    names = args.task or (list(profile.tasks) if profile.name == "smoke" or profile.pool == "tasks" else list(CAPABILITY_TASKS))
+    out = Path(args.results) / profile.name / "experts"
+    engine = make_engine(profile)
+    if getattr(args, "modes", False):   # the base model in every log-probability mode: the evidence for the profile's modes
+        mt = mode_table(make_tasks(names), engine)
+        atomic_write(out / "modes.csv", mt.to_csv(index=False, float_format="%.4f"))
+        print(mt.round(3).to_string(index=False)); print("chosen:", choose_modes(mt), "\n")
     experts, merged = make_experts(profile)
     if merged is not None: experts = {**experts, "data_merge": merged}
-    out = Path(args.results) / profile.name / "experts"
-    ev = Evaluator(make_engine(profile), mode=profile.mode, n_val=profile.n_val, run_dir=out, progress=True)
+    ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, run_dir=out, progress=True)
     df = capability_map(experts, make_tasks(names), ev)
     atomic_write(out / "capabilities.csv", df.to_csv(index=False, float_format="%.4f"))
+    print(capability_summary(df).round(3).to_string(index=False))
     fig = Path(args.figures) / profile.name / "figure3_capabilities.png"   # where the figures notebook redraws it
     plot_capability_heatmap(df[df.expert != "base"], fig)
     print(df.pivot(index="expert", columns="task", values="score").round(3).to_string())
@@ -563,6 +569,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("capabilities", help="score the experts on every multiple-choice task (Figure 3 analogue)")
     c.add_argument("--profile", default="cpu-small"); c.add_argument("--task", action="append")
     c.add_argument("--results", default="results"); c.add_argument("--figures", default="paper_figures")
+    c.add_argument("--modes", action="store_true", help="also score the base model in every log-probability mode (modes.csv)")
     c.set_defaults(func=capabilities_cmd)
     s = sub.add_parser("splits", help="build the data splits and print their sizes")
     s.add_argument("--seed", type=int, default=0); s.set_defaults(func=splits_cmd)

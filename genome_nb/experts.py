@@ -22,7 +22,7 @@ __all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU
            'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash',
            'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table', 'expert_dirs',
            'plan_budget', 'build_experts_main', 'task_rows', 'task_experts_root', 'train_task_experts',
-           'release_experts', 'released_experts', 'capability_map', 'capability_summary']
+           'release_experts', 'released_experts', 'capability_map', 'capability_summary', 'mode_table', 'choose_modes']
 
 # %% ../nbs/10_experts.ipynb #c832e688
 EXPERTS = ("cot", "code_alpaca", "flan_v2", "gpt4_alpaca", "oasst1", "open_orca", "science", "sharegpt", "wizardlm", "lima")
@@ -879,3 +879,53 @@ def capability_summary(cap: "pd.DataFrame") -> "pd.DataFrame":
                         worst=float(ex.score.min()), spread=float(ex.score.max() - ex.score.min()),
                         beat_base=int((ex.get("vs_base", pd.Series(dtype=float)) > 0).sum()) if "vs_base" in ex else None))
     return pd.DataFrame(out)
+
+# %% ../nbs/10_experts.ipynb #1ece009d
+def mode_table(
+    tasks,                       # Task objects (multiple-choice)
+    engine,                      # the engine that scores (the bare base model is scored)
+    modes: Sequence[str] | None = None,  # default: every log-probability mode each task has
+) -> "pd.DataFrame":             # task, mode, score, ci_low, ci_high, n, chance, majority, top_answer_share
+    """Validation accuracy of the base model per task and scoring mode, with chance and the majority-label rate.
+    One engine pass per user-message kind (letters; paper prompt + option texts; cloze): the sum, normalised and
+    calibrated modes of a kind are read from the same log-probabilities (the calibrated one also scores the prior)."""
+    import pandas as pd
+    from statsmodels.stats.proportion import proportion_confint
+    from genome_nb.fitness import Evaluator
+    from genome_nb.tasks import LOGPROB_MODES, SCORING, option_scores
+    rows = []
+    for t in tasks:
+        want = [m for m in (modes or LOGPROB_MODES) if m in t.modes]
+        kinds = {}
+        for m in want: kinds.setdefault((SCORING[m][0], SCORING[m][1]), []).append(m)
+        for (prompt, what), ms in kinds.items():
+            probe = next((m for m in ms if SCORING[m][2] == "calibrated"), ms[0])
+            exs, texts, labels, _, prior = Evaluator(engine, mode={t.name: probe})._prepare(t, "validation")
+            lp = engine.score_choices([None], texts, labels)[0]
+            pri = None
+            if prior is not None:
+                uniq, which = prior
+                u = engine.score_choices([None], [x for x, _ in uniq], [list(l) for _, l in uniq])[0]
+                pri = [u[w] for w in which]
+            golds = pd.Series([t.gold(e) for e in exs])
+            for m in ms:
+                sc = [option_scores(v, l, m, pri[i] if pri else None) for i, (v, l) in enumerate(zip(lp, labels))]
+                preds = [t.choice_labels(e)[int(np.argmax(x))] for e, x in zip(exs, sc)]
+                y = np.asarray(t.score(preds, exs)["per_example"], dtype=float)
+                lo, hi = proportion_confint(int(y.sum()), len(y), alpha=0.05, method="wilson")
+                rows.append(dict(task=t.name, mode=m, score=float(y.mean()), ci_low=lo, ci_high=hi, n=len(y),
+                                 chance=float(np.mean([1 / len(e.options) for e in exs])),
+                                 majority=float(golds.value_counts().iloc[0] / len(golds)),
+                                 top_answer_share=float(pd.Series(preds).value_counts().iloc[0] / len(y))))
+    order = {m: k for k, m in enumerate(LOGPROB_MODES)}
+    return pd.DataFrame(rows).sort_values(["task", "mode"], key=lambda c: c.map(order) if c.name == "mode" else c.map(
+        {t.name: k for k, t in enumerate(tasks)}), kind="stable").reset_index(drop=True)
+
+def choose_modes(table: "pd.DataFrame") -> dict[str, str | None]:
+    "Per task, the best validation mode whose score beats chance and the majority rate by more than its CI half-width (None: drop the task)."
+    out = {}
+    for t, g in table.groupby("task", sort=False):
+        half = (g.ci_high - g.ci_low) / 2
+        ok = g[g.score - np.maximum(g.chance, g.majority) > half]
+        out[t] = None if ok.empty else str(ok.sort_values("score", ascending=False, kind="stable").iloc[0]["mode"])
+    return out

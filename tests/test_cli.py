@@ -47,3 +47,31 @@ def test_run_all_rejects_bad_jobs_and_experiments_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment"):
         main(["run-all", "--profile", "smoke", "--only", "single_tsk", "--jobs", "2", "--results", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- S1: the CPU pool, leave-target-out
+
+def test_leave_target_out_pool_drops_and_refuses_the_targets_own_expert():
+    from genome_nb.cli import Profile, check_pool, pool_for
+    from genome_nb.tasks import get_task
+    prof = Profile("t", base="tiny-random", pool="tasks", leave_target_out=True)
+    experts = {"csqa": object(), "qasc": object(), "codah": object()}
+    tasks = [get_task("csqa")]
+    assert sorted(pool_for(prof, experts, tasks)) == ["codah", "qasc"]
+    check_pool(prof, pool_for(prof, experts, tasks), tasks)            # the filtered pool runs
+    with pytest.raises(ValueError, match=r"target task\(s\) \['csqa'\]"):
+        check_pool(prof, experts, tasks)                                # the target's own expert refuses to run
+    keep = Profile("t", base="tiny-random", pool="tasks", leave_target_out=False)
+    assert sorted(pool_for(keep, experts, tasks)) == ["codah", "csqa", "qasc"]
+    check_pool(keep, experts, tasks)
+    with pytest.raises(ValueError, match="pool"):
+        Profile("t", base="tiny-random", pool="mine")
+
+
+def test_profile_mode_per_task_is_checked():
+    from genome_nb.cli import Profile
+    Profile("t", base="tiny-random", mode={"csqa": "cloze_calibrated", "arc_c": "choice"})
+    with pytest.raises(ValueError, match="task 'csqa': must be one of"):
+        Profile("t", base="tiny-random", mode={"csqa": "cloze_calibratd"})
+    with pytest.raises(ValueError, match="unknown task 'csqb'"):
+        Profile("t", base="tiny-random", mode={"csqb": "cloze"})
