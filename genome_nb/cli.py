@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'TIMED', 'READERS', 'Profile', 'load_profile', 'make_engine',
-           'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool',
-           'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
-           'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info',
-           'plot_fitness', 'quickstart', 'experiment_notebooks', 'batch_stages', 'run_all', 'run_all_cmd', 'parser',
-           'main']
+__all__ = ['CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'TIMED', 'READERS', 'Profile',
+           'load_profile', 'make_engine', 'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs',
+           'pool_for', 'check_pool', 'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table',
+           'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd',
+           'splits_cmd', 'info', 'plot_fitness', 'quickstart_root', 'quickstart', 'experiment_notebooks',
+           'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Profile:
     n_val: int | None = None         # validation examples per task (None: the whole 200)
     n_test: int | None = None        # test examples per task (None: the whole split)
     genome: dict = field(default_factory=dict)   # GenomeConfig overrides
+    quickstart: dict = field(default_factory=dict)  # GenomeConfig overrides of the quickstart's GENOME runs (its time budget)
     baselines: dict = field(default_factory=dict)  # per-baseline config overrides, e.g. {"lorahub": {"budget": 10}}
     expert_config: dict = field(default_factory=dict)  # ExpertConfig overrides for building the experts
     seeds: tuple = (41, 42, 47, 53, 3407)        # the paper's seeds (§4: five runs)
@@ -80,9 +81,13 @@ class Profile:
             if k in d: d[k] = tuple(d[k])
         from genome_nb.evolution import GenomeConfig
         GenomeConfig.from_dict(d.get("genome", {}))  # validates the overrides now, naming any bad field
+        GenomeConfig.from_dict({**d.get("genome", {}), **d.get("quickstart", {})})
         from genome_nb.baselines import baseline_config
         for m, over in d.get("baselines", {}).items(): baseline_config(m, over)
         return cls(**d)
+
+CPU_TASKS = ("arc_c", "qasc", "csqa", "codah")   # the CPU testbed's targets (S1), quickstart task first
+CPU_MODES = {"arc_c": "cloze_calibrated", "qasc": "cloze_calibrated", "csqa": "cloze_calibrated", "codah": "cloze_calibrated"}
 
 PROFILES = {
     "smoke": Profile("smoke", base="tiny-random", dtype="fp32", experts="random:4", tasks=("toy",), n_val=8, n_test=8,
@@ -93,6 +98,14 @@ PROFILES = {
                          n_val=40, n_test=150, genome=dict(population_size=6, iterations=3, top_k=3), seeds=(41, 42, 47),
                          baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=3), merge3=dict(generations=5)),
                          expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
+    # the CPU testbed of S1: the task-expert pool (leave-target-out), the targets where the base model beats chance and
+    # the majority label on validation, each in the mode chosen there (10_experts: mode_table / choose_modes; a test
+    # keeps CPU_MODES equal to choose_modes of the committed results/cpu/experts/modes.csv), the paper's sizes and seeds
+    "cpu": Profile("cpu", base="smollm2-135m-instruct", experts="built", pool="tasks", tasks=CPU_TASKS,
+                   mode=dict(CPU_MODES), genome=dict(population_size=10, iterations=10, top_k=3),
+                   quickstart=dict(iterations=4),
+                   baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=3), merge3=dict(generations=5)),
+                   train_threads=1),
     "paper": Profile("paper", base="google/gemma-2-2b-it", dtype="bf16", engine="vllm", experts="built",
                      tasks=("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp"),
                      mode="generate"),
@@ -413,19 +426,30 @@ def plot_fitness(rows: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path, metadata={"Software": None}); plt.close(fig)
     return path
 
+def quickstart_root() -> Path:
+    "Where the quickstart writes its runs by default: `$GENOME_NB_RESULTS`, else `<cache_dir>/results` (outside the repository)."
+    from genome_nb.models import cache_dir
+    return Path(os.environ.get("GENOME_NB_RESULTS") or cache_dir() / "results")
+
 def quickstart(args) -> int:
     "GENOME+ and GENOME against Best Single and Expert Fusion on one task; prints a table, saves a plot."
     t0 = time.perf_counter()
     profile = load_profile(args.profile)
     task = args.task or profile.tasks[0]
     seeds = args.seed or [42]
-    root = Path(args.results)
+    root = Path(args.results) if args.results else quickstart_root()
+    finished = [d for s in seeds for m in QUICKSTART_METHODS
+                if (run_dir_for(root, profile, "quickstart", m, [task], s) / "final.json").is_file()]
+    if finished:
+        print(f"reusing {len(finished)} finished run(s) under {root / profile.name / 'quickstart'} "
+              f"(delete them, or pass another --results, to compute again)")
     print(f"profile {profile.name}: base {profile.base}, task {task}, seed(s) {seeds}, "
           f"{profile.n_val or 200} validation / {profile.n_test or 'all'} test examples, GENOME overrides {profile.genome}")
     # the profile's shared score cache (the one `run-all` uses): its keys hold genome digest, task, split, sizes and
     # engine, so the experts' scores are computed once for every seed, and the batch's single-task runs with the
     # same seeds find the quickstart's scores there
-    rows = _run_methods(profile, QUICKSTART_METHODS, [task], seeds, root, "quickstart", cache=shared_cache_path(root, profile.name))
+    rows = _run_methods(profile, QUICKSTART_METHODS, [task], seeds, root, "quickstart", cache=shared_cache_path(root, profile.name),
+                        overrides=profile.quickstart or None)
     print("\n" + results_table(rows, task))
     for s in seeds:
         fig = plot_fitness([r for r in rows if r["seed"] == s], Path(args.figures) / f"quickstart_{profile.name}_{task}_s{s}.png",
@@ -542,10 +566,10 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--results", default="results", help="results root")
         q.add_argument("--experiment", default=experiment, help="experiment name (a folder under results/<profile>/)")
     q = sub.add_parser("quickstart", help="the README's main job")
-    q.add_argument("--profile", default="cpu-small")
+    q.add_argument("--profile", default="cpu")
     q.add_argument("--task", default=None)
     q.add_argument("--seed", type=int, action="append", help="a run seed (repeat for several; default 42)")
-    q.add_argument("--results", default="results")
+    q.add_argument("--results", default=None, help="results root (default $GENOME_NB_RESULTS, else <cache>/results)")
     q.add_argument("--figures", default="paper_figures")
     q.set_defaults(func=quickstart)
     e = sub.add_parser("evolve", help="run GENOME or GENOME+")

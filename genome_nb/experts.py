@@ -679,6 +679,9 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
                    ("micro_batch_size", int), ("lr", float), ("precision", str), ("seed", int)):
         p.add_argument("--" + k.replace("_", "-"), type=typ, default=None, help=f"default {getattr(d, k)}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy 2-core machine)")
+    p.add_argument("--pool", choices=("domain", "tasks"), default="domain",
+                   help="domain: Table 8's ten experts + Data Merge; tasks: the CPU pool of task experts (S1)")
+    p.add_argument("--release", default=None, help="with --pool tasks: copy the built adapters here with a sha256 MANIFEST.json")
     p.add_argument("--plan", action="store_true", help="print the projected budget and train nothing")
     p.add_argument("--tokens-per-s", type=float, default=CPU_TOKENS_PER_S, help="throughput for --plan")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -687,6 +690,13 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
     cfg.update({k: v for k, v in vars(a).items() if k in cfg and v is not None})
     config = ExpertConfig.from_dict(cfg)
     names = [n.strip() for n in a.names.split(",") if n.strip()] if a.names else None
+    if a.pool == "tasks":
+        t0 = time.perf_counter()
+        dirs = train_task_experts(a.base, a.out, names=names, seed=a.seed or 0, progress=not a.quiet, threads=a.threads)
+        print(experts_table(dirs).to_string(index=False))
+        if a.release: print(f"released: {release_experts(dirs, a.release)}")
+        print(f"{len(dirs)} task experts under {Path(next(iter(dirs.values()))).parent} ({time.perf_counter() - t0:.1f} s)")
+        return 0
     if a.plan:
         print(plan_budget(config, names, a.base, a.data_dir, tokens_per_s=a.tokens_per_s).to_string(index=False))
         return 0
@@ -906,7 +916,7 @@ def mode_table(
             if prior is not None:
                 uniq, which = prior
                 u = engine.score_choices([None], [x for x, _ in uniq], [list(l) for _, l in uniq])[0]
-                pri = [u[w] for w in which]
+                pri = [[u[k][j] for j in js] for k, js in which]
             golds = pd.Series([t.gold(e) for e in exs])
             for m in ms:
                 sc = [option_scores(v, l, m, pri[i] if pri else None) for i, (v, l) in enumerate(zip(lp, labels))]

@@ -169,11 +169,16 @@ class Evaluator:
             texts = [self.engine.render(task.user_message(ex, mode, sh), prefix) for ex, sh in zip(exs, shots)]
             labels = [task.labels(ex, mode) for ex in exs] if lp else None
             prior = None
-            if lp and SCORING[mode][2] == "calibrated":   # content-free prompts, each distinct (prompt, labels) once
-                null = [(self.engine.render(task.user_message(task.content_free(ex), mode, sh), prefix), tuple(l))
-                        for ex, sh, l in zip(exs, shots, labels)]
-                uniq = list(dict.fromkeys(null))
-                prior = (uniq, [uniq.index(u) for u in null])
+            if lp and SCORING[mode][2] == "calibrated":
+                # content-free prompts: each distinct one is scored once, on the union of the labels asked after it
+                # (a cloze task's content-free prompt is one text for every example: one context, all options)
+                null = [self.engine.render(task.user_message(task.content_free(ex), mode, sh), prefix) for ex, sh in zip(exs, shots)]
+                union: dict[str, dict[str, int]] = {}
+                for t, ls in zip(null, labels):
+                    for l in ls: union.setdefault(t, {}).setdefault(l, len(union[t]))
+                uniq = [(t, tuple(ls)) for t, ls in union.items()]
+                at = {t: k for k, t in enumerate(union)}
+                prior = (uniq, [(at[t], [union[t][l] for l in ls]) for t, ls in zip(null, labels)])
             # what is scored, to the byte: the examples (ids, inputs, references), the rendered prompts and the labels;
             # a rebuilt split, a new prompt template or chat template gets new cache keys instead of stale scores
             data = json.dumps([[e.to_json() for e in exs], texts, labels, prior and prior[0]], sort_keys=True,
@@ -205,7 +210,7 @@ class Evaluator:
             if prior is not None:
                 uniq, which = prior
                 u = self._logprobs(genomes, task, split, [t for t, _ in uniq], [list(l) for _, l in uniq])
-                pri = [[u[gi][w] for w in which] for gi in range(len(genomes))]
+                pri = [[[u[gi][k][j] for j in js] for k, js in which] for gi in range(len(genomes))]
             # outputs: the per-option scores that decide (for `choice`, the letters' log-probabilities)
             outs = [[option_scores(lp, ls, mode, pri[gi][i] if pri else None) for i, (lp, ls) in enumerate(zip(g, labels))]
                     for gi, g in enumerate(lps)]
