@@ -31,7 +31,10 @@ TASK_LABELS = {  # task name → column label, in the order of the paper's Table
     "mmlu": "MMLU", "mmlu_pro": "MMLUPro", "gsm8k": "GSM8k", "math": "MATH", "mgsm": "MGSM",
     "flores37": "Flores-37", "arc_c": "ARC_C", "csqa": "CSQA", "bbh": "BBH", "drop": "DROP",
     "emorynlp": "EmoryNLP", "mbpp": "MBPP", "meld": "MELD", "flores101": "Flores-101",
-    "mmlu_pro_knowledge": "MMLUProKnowledge", "mmlu_pro_reasoning": "MMLUProReasoning"}
+    "mmlu_pro_knowledge": "MMLUProKnowledge", "mmlu_pro_reasoning": "MMLUProReasoning",
+    # the CPU testbed's extra tasks (S1), from the instruction data
+    "qasc": "QASC", "codah": "CODAH", "strategyqa": "StrategyQA", "creak": "CREAK", "sensemaking": "Sen-Making",
+    "aqua": "AQuA"}
 
 TASK_CATEGORIES = {  # task → capability (Table 7; MGSM is listed under both Mathematics and Multilingual)
     "mmlu": "General Knowledge", "mmlu_pro": "General Knowledge", "mmlu_pro_knowledge": "General Knowledge",
@@ -39,7 +42,9 @@ TASK_CATEGORIES = {  # task → capability (Table 7; MGSM is listed under both M
     "mgsm": "Mathematics", "mbpp": "Code Generation", "drop": "Logical Reasoning", "bbh": "Logical Reasoning",
     "flores37": "Multilingual Processing", "flores101": "Multilingual Processing",
     "emorynlp": "Affective Computing", "meld": "Affective Computing", "arc_c": "Question Answering",
-    "csqa": "Question Answering"}
+    "csqa": "Question Answering", "qasc": "Question Answering",
+    "codah": "Question Answering", "strategyqa": "Question Answering", "creak": "Question Answering",
+    "sensemaking": "Logical Reasoning", "aqua": "Mathematics"}
 
 METRIC_SCALE = {  # metric → factor from the task's own scale to the paper's points
     "accuracy": 100.0, "exact_match": 100.0, "pass@1": 100.0, "f1": 100.0, "bleu": 1.0, "chrf": 1.0}

@@ -297,3 +297,15 @@ def test_cli_trains_and_plans(tmp_path, capsys):
     assert build_experts_main(args[:4] + ["--plan", "--max-examples", "32", "--tokens-per-s", "100"]) == 0
     out = capsys.readouterr().out
     assert "total" in out and "sharegpt" in out
+
+
+def test_cpu_profile_modes_follow_the_committed_validation_evidence():
+    "The cpu profile's targets and modes are what choose_modes picks from results/cpu/experts/modes.csv (validation only)."
+    import pandas as pd
+    from genome_nb.cli import CPU_MODES, CPU_TASKS, PROFILES
+    from genome_nb.experts import choose_modes
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "cpu" / "experts" / "modes.csv")
+    chosen = choose_modes(table)
+    assert {t for t, m in chosen.items() if m} == set(CPU_TASKS)
+    assert {t: chosen[t] for t in CPU_TASKS} == CPU_MODES == PROFILES["cpu"].mode
+    assert "test" not in set(table.columns) and (table.n == 200).all()   # validation rows only, the paper's 200
