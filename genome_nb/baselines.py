@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .genome import LoraGenome, check_compatible, load_adapter
 from .merge import merge
 from .fitness import Evaluator, fitness_scale
+from .tasks import LOGPROB_MODES
 from .evolution import (Individual, RunLock, atomic_write, check_fields, check_same_config, evaluator_record,
                                  finish_single, run_environment, write_json, write_results)
 
@@ -552,7 +553,6 @@ def fuse_choice_scores(
     return out
 
 # %% ../nbs/11_baselines.ipynb #70f6b695
-from .tasks import LOGPROB_MODES
 def _prompts(evaluator: Evaluator, task, split: str) -> tuple[list, list[str]]:
     "The examples of a split, in the evaluator's order, and their prompts x (the task's prompt text, shots included)."
     exs = evaluator.examples(task, split)

@@ -356,10 +356,7 @@ class HFEngine(Engine):
                         if tok.eos_token_id in seq: seq = seq[:seq.index(tok.eos_token_id)]
                         outs[i] = tok.decode(seq, skip_special_tokens=True)
                         self.stats.tokens_generated += len(seq)
-                    real = sum(len(enc[i]) for i in batch)
-                    self.stats.tokens_computed += real
-                    self.stats.tokens_padded += len(batch) * L - real
-                    self.stats.batches += 1
+                    self._count(sum(len(enc[i]) for i in batch), len(batch) * L)
             finally: self.patcher.restore()
             results.append(outs)
             self.stats.sequences += len(texts)
@@ -394,10 +391,7 @@ class HFEngine(Engine):
                             lp = torch.log_softmax(_final_logits(self.model, h[b, s:min(s + chunk, n - 1)]), dim=-1)
                             total += lp.gather(1, tgt[s:s + chunk, None]).sum().item()
                         out[i] = total / (n - 1)
-                    real = sum(len(enc[i]) for i in batch)
-                    self.stats.tokens_computed += real
-                    self.stats.tokens_padded += len(batch) * S - real
-                    self.stats.batches += 1
+                    self._count(sum(len(enc[i]) for i in batch), len(batch) * S)
             finally: self.patcher.restore()
             results.append(out)
             self.stats.sequences += len(texts)

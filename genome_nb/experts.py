@@ -580,13 +580,18 @@ def train_experts(
     unknown = [n for n in names if n not in EXPERTS + (DATA_MERGE,)]
     if unknown: raise KeyError(f"unknown expert(s) {unknown}; expected names from {EXPERTS + (DATA_MERGE,)}")
     root = Path(out_root) if out_root else experts_root(_base_id(base))
-    rows, out, loaded = expert_rows(names, config, data_dir), {}, None
-    todo = [n for n in names if not _built(root / n, recipe_hash(config, _base_id(base), n, rows[n]))]
-    for n in tqdm(todo, desc="experts", disable=not progress or not todo):
+    rows = expert_rows(names, config, data_dir)
+    return _train_missing(base, root, {n: rows[n] for n in names}, config, progress, threads, "experts")
+
+def _train_missing(base, root: Path, rows: dict[str, list[dict]], config: ExpertConfig, progress: bool,
+                   threads: int | None, desc: str) -> dict[str, Path]:
+    "Train `root/<name>` for every name of `rows` not already built from the same recipe and rows (the base loads once, if needed)."
+    todo, loaded = [n for n in rows if not _built(root / n, recipe_hash(config, _base_id(base), n, rows[n]))], None
+    for n in tqdm(todo, desc=desc, disable=not progress or not todo):
         if loaded is None:
             loaded = load_base(base, dtype="bf16" if config.precision == "bf16" else "fp32") if isinstance(base, str) else base
         train_expert(loaded, rows[n], root / n, config, source=n, progress=progress, threads=threads)
-    return {n: root / n for n in names}
+    return {n: root / n for n in rows}
 
 # %% ../nbs/10_experts.ipynb #ee2808ee
 def experts_table(root: str | Path | dict) -> "pd.DataFrame":
@@ -790,13 +795,7 @@ def train_task_experts(
     if unknown: raise KeyError(f"unknown task expert(s) {unknown}; expected names from {list(TASK_EXPERTS)}")
     root = Path(out_root) if out_root else task_experts_root(_base_id(base))
     rows = {n: task_rows(n, TASK_EXPERT_ROWS.get(n, TASK_EXPERT_N), seed) for n in names}
-    todo = [n for n in names if not _built(root / n, recipe_hash(config, _base_id(base), n, rows[n]))]
-    loaded = None
-    for n in tqdm(todo, desc="task experts", disable=not progress or not todo):
-        if loaded is None:
-            loaded = load_base(base, dtype="bf16" if config.precision == "bf16" else "fp32") if isinstance(base, str) else base
-        train_expert(loaded, rows[n], root / n, config, source=n, progress=progress, threads=threads)
-    return {n: root / n for n in names}
+    return _train_missing(base, root, rows, config, progress, threads, "task experts")
 
 # %% ../nbs/10_experts.ipynb #8a8f73c7
 RELEASE_FILES = ("adapter_config.json", "adapter_model.safetensors", "training.json")
@@ -901,8 +900,8 @@ def mode_table(
     calibrated modes of a kind are read from the same log-probabilities (the calibrated one also scores the prior)."""
     import pandas as pd
     from statsmodels.stats.proportion import proportion_confint
-    from genome_nb.fitness import Evaluator
-    from genome_nb.tasks import LOGPROB_MODES, SCORING, option_scores
+    from genome_nb.fitness import Evaluator, choose_options
+    from genome_nb.tasks import LOGPROB_MODES, SCORING
     rows = []
     for t in tasks:
         want = [m for m in (modes or LOGPROB_MODES) if m in t.modes]
@@ -910,17 +909,12 @@ def mode_table(
         for m in want: kinds.setdefault((SCORING[m][0], SCORING[m][1]), []).append(m)
         for (prompt, what), ms in kinds.items():
             probe = next((m for m in ms if SCORING[m][2] == "calibrated"), ms[0])
-            exs, texts, labels, _, prior = Evaluator(engine, mode={t.name: probe})._prepare(t, "validation")
-            lp = engine.score_choices([None], texts, labels)[0]
-            pri = None
-            if prior is not None:
-                uniq, which = prior
-                u = engine.score_choices([None], [x for x, _ in uniq], [list(l) for _, l in uniq])[0]
-                pri = [[u[k][j] for j in js] for k, js in which]
+            ev = Evaluator(engine, mode={t.name: probe})
+            exs, _, labels = ev._prepare(t, "validation")[:3]
+            (lp,), pri = ev.label_logprobs([None], t, "validation")
             golds = pd.Series([t.gold(e) for e in exs])
             for m in ms:
-                sc = [option_scores(v, l, m, pri[i] if pri else None) for i, (v, l) in enumerate(zip(lp, labels))]
-                preds = [t.choice_labels(e)[int(np.argmax(x))] for e, x in zip(exs, sc)]
+                preds = choose_options(t, exs, labels, lp, m, pri[0] if pri else None)[1]
                 y = np.asarray(t.score(preds, exs)["per_example"], dtype=float)
                 lo, hi = proportion_confint(int(y.sum()), len(y), alpha=0.05, method="wilson")
                 rows.append(dict(task=t.name, mode=m, score=float(y.mean()), ci_low=lo, ci_high=hi, n=len(y),

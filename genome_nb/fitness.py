@@ -13,8 +13,8 @@ from typing import Sequence
 from .engines import Engine
 
 # %% auto #0
-__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'engine_base', 'Evaluator',
-           'bench_engine', 'EngineStatsSnapshot']
+__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'choose_options', 'engine_base',
+           'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -98,6 +98,18 @@ class Budget:
 # %% ../nbs/07_fitness.ipynb #def7f7b9
 from .tasks import LOGPROB_MODES, SCORING, option_scores
 MODES = ("auto",) + LOGPROB_MODES + ("generate",)
+
+def choose_options(
+    task,                           # the Task
+    exs: Sequence,                  # its examples, in order
+    labels: Sequence[Sequence[str]],  # the labels scored per example (letters or option texts)
+    logprobs: Sequence[Sequence[float]],  # one genome's log p(label) per example and label
+    mode: str,                      # a log-probability mode (`tasks.SCORING`)
+    prior: Sequence[Sequence[float]] | None = None,  # the same after the content-free prompts (`*_calibrated`)
+) -> tuple[list[list[float]], list[str]]:   # per-option scores that decide, and the predicted letters
+    "One genome's per-option scores under `mode` and, per example, the letter of its best option (the first on ties)."
+    scores = [option_scores(lp, ls, mode, prior[i] if prior else None) for i, (lp, ls) in enumerate(zip(logprobs, labels))]
+    return scores, [task.choice_labels(ex)[max(range(len(sc)), key=sc.__getitem__)] for ex, sc in zip(exs, scores)]
 
 def engine_base(engine) -> str | None:
     "The base model an engine runs, as it was named when loaded (`VLLMEngine.model_name`, else the HF config's `name_or_path`); None if it does not say."
@@ -200,22 +212,25 @@ class Evaluator:
                              "its weights or the base model's are broken")
         return lps
 
+    def label_logprobs(self, genomes, task, split: str):
+        "Per genome, the labels' log-probabilities after each prompt and, in a calibrated mode, after its content-free prompt (else None)."
+        _, texts, labels, _, prior = self._prepare(task, split)
+        lps = self._logprobs(genomes, task, split, texts, labels)
+        if prior is None: return lps, None
+        uniq, which = prior
+        u = self._logprobs(genomes, task, split, [t for t, _ in uniq], [list(l) for _, l in uniq])
+        return lps, [[[u[gi][k][j] for j in js] for k, js in which] for gi in range(len(genomes))]
+
     def _score(self, genomes, task, split: str) -> list[TaskScore]:
-        exs, texts, labels, _, prior = self._prepare(task, split)
+        exs, texts, labels = self._prepare(task, split)[:3]
         mode, eng = self.mode_for(task), self.engine
         before = eng.stats.tokens_computed + eng.stats.tokens_padded + eng.stats.tokens_generated
         if mode in LOGPROB_MODES:
-            lps = self._logprobs(genomes, task, split, texts, labels)
-            pri = None
-            if prior is not None:
-                uniq, which = prior
-                u = self._logprobs(genomes, task, split, [t for t, _ in uniq], [list(l) for _, l in uniq])
-                pri = [[[u[gi][k][j] for j in js] for k, js in which] for gi in range(len(genomes))]
-            # outputs: the per-option scores that decide (for `choice`, the letters' log-probabilities)
-            outs = [[option_scores(lp, ls, mode, pri[gi][i] if pri else None) for i, (lp, ls) in enumerate(zip(g, labels))]
-                    for gi, g in enumerate(lps)]
-            letters = [task.choice_labels(ex) for ex in exs]   # predictions are letters in every mode
-            preds = [[lt[max(range(len(sc)), key=lambda j: sc[j])] for sc, lt in zip(g, letters)] for g in outs]
+            lps, pri = self.label_logprobs(genomes, task, split)
+            # outputs: the per-option scores that decide (for `choice`, the letters' log-probabilities);
+            # predictions are letters in every mode
+            chosen = [choose_options(task, exs, labels, g, mode, pri[gi] if pri else None) for gi, g in enumerate(lps)]
+            outs, preds = [c[0] for c in chosen], [c[1] for c in chosen]
         else:
             outs = eng.generate(genomes, texts, max_new_tokens=task.max_new_tokens)
             preds = [[task.extract(o, ex) for o, ex in zip(g, exs)] for g in outs]
