@@ -54,7 +54,7 @@ class Profile:
         if self.engine not in ("hf", "vllm"): bad("engine", "must be 'hf' or 'vllm'")
         for t, m in (self.mode.items() if isinstance(self.mode, dict) else [(None, self.mode)]):
             if m not in MODES: bad("mode", f"{'' if t is None else f'task {t!r}: '}must be one of {MODES}")
-            if t is not None and t not in TASKS and not t.startswith("toy"): bad("mode", f"unknown task {t!r}")
+            if t is not None and t not in TASKS and t not in ("toy", "toy_number"): bad("mode", f"unknown task {t!r}")
         try: resolve_dtype(self.dtype)
         except ValueError as e: bad("dtype", str(e))
         for f in ("n_val", "n_test"):
@@ -181,9 +181,13 @@ def run_dir_for(root, profile: Profile, experiment: str, method: str, tasks: Seq
     return Path(root) / profile.name / experiment / rid
 
 def released_dir(profile: Profile) -> Path:
-    "Where the released CPU pool of a profile lives in the repository: `results/<profile>/experts/adapters/`."
+    """Where the released CPU pool of a profile lives: `results/<profile>/experts/adapters/` of the repository this package
+    runs from (an editable install), whatever the working folder; else under the working folder's repository."""
+    rel = Path("results") / profile.name / "experts" / "adapters"
+    from genome_nb.data import _REPO
+    if (_REPO / rel).is_dir(): return _REPO / rel
     from genome_nb.experiments import repo_path
-    return repo_path(f"results/{profile.name}/experts/adapters")
+    return repo_path(rel)
 
 def task_pool_dirs(profile: Profile, build: bool = True, progress: bool = True) -> dict:
     "The CPU pool's adapter directories: the released ones (sha256-checked) if the repository has them, else built in the cache."

@@ -75,3 +75,11 @@ def test_profile_mode_per_task_is_checked():
         Profile("t", base="tiny-random", mode={"csqa": "cloze_calibratd"})
     with pytest.raises(ValueError, match="unknown task 'csqb'"):
         Profile("t", base="tiny-random", mode={"csqb": "cloze"})
+
+
+def test_released_pool_is_found_from_any_working_folder(tmp_path, monkeypatch):
+    "The released CPU pool is the repository's, not the working folder's: a quickstart run from elsewhere must not retrain."
+    from genome_nb.cli import PROFILES, released_dir
+    monkeypatch.chdir(tmp_path)
+    assert (released_dir(PROFILES["cpu"]) / "MANIFEST.json").is_file()
+    assert tmp_path not in released_dir(PROFILES["cpu"]).parents
