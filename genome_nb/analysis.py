@@ -279,6 +279,21 @@ def task_metric(
 # %% ../nbs/12_analysis.ipynb #c43fc0f8
 def _num(v) -> float: return float(v) if v is not None else math.nan
 
+REPORTS = ("best", "ensemble")
+
+def reported_from(final: Mapping, where: str = "final.json") -> str:
+    """Which score a run reports, "ensemble" or "best": the one rule behind every table, the CLI and the paired tests.
+    A run whose final.json says so (`"reports"`, written by a method whose answer is an ensemble) is taken at its word;
+    otherwise GENOME+ reports its ensemble (the paper does) and every other method its best individual, GENOME with
+    `use_ensemble=True` (the hyperparameter sweep) included: its ensemble is Table 9's separate "Ensemble" outcome."""
+    r = final.get("reports")
+    if r is not None:
+        if r not in REPORTS: raise ValueError(f"{where}: field 'reports' = {r!r}; expected one of {REPORTS}")
+        if r == "ensemble" and not isinstance(final.get("ensemble"), Mapping):
+            raise ValueError(f"{where}: field 'reports' = 'ensemble' but the run has no 'ensemble' scores")
+        return r
+    return "ensemble" if final.get("method") == "genome_plus" and isinstance(final.get("ensemble"), Mapping) else "best"
+
 def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
     fpath, cpath = d / "final.json", d / "config.json"
     if not cpath.is_file(): raise FileNotFoundError(f"{fpath} has no config.json beside it: {cpath} is missing")
@@ -308,7 +323,7 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
                  val_ensemble=_num(_get(fin, fpath, "ensemble", "validation", t, kind=(int, float))) if has_ens else math.nan,
                  test_ensemble=_num(_get(fin, fpath, "ensemble", "test", t, kind=(int, float))) if has_ens else math.nan,
                  fitness_best=_num(_get(fin, fpath, "best", "fitness", kind=(int, float), optional=True)))
-        use_ens = method == "genome_plus" and has_ens
+        use_ens = reported_from(fin, str(fpath)) == "ensemble"
         r["reported"] = r["test_ensemble"] if use_ens else r["test_best"]
         r["reported_from"] = "ensemble" if use_ens else "best"
         for short, name in HPARAMS.items(): r[short] = _num(hp.get(name))
@@ -336,7 +351,7 @@ def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
         ens = _get(tr, tpath, t, "ensemble", optional=True)
         if ens is not None and (isinstance(ens, bool) or not isinstance(ens, (int, float))):
             raise ValueError(f"{tpath}: field '{t}.ensemble' = {ens!r} is not a number or null")
-        use_ens = run_row["method"] == "genome_plus" and ens is not None
+        use_ens = run_row["reported_from"] == "ensemble" and ens is not None
         r = {**run_row, "task": t, "transfer_from": "+".join(tasks), "metric": metric, "scale": METRIC_SCALE[metric],
              "val_best": math.nan, "test_best": best, "val_ensemble": math.nan, "test_ensemble": _num(ens),
              "reported": _num(ens) if use_ens else best, "reported_from": "ensemble" if use_ens else "best",

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #d1aa677d
 from __future__ import annotations
-import argparse, dataclasses, json, os, platform, sys, threading, time
+import argparse, dataclasses, json, math, os, platform, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -41,6 +41,7 @@ class Profile:
     resample_validation: bool = True  # each seed draws its own 200 validation examples from the pool (Appendix: "randomly sampled"); test is fixed
     batch_tokens: int = 4096
     train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
+    budget: float | None = None      # cap on every run's full-validation evaluations (`Evaluator.max_val_evaluations`; None: each method's own)
 
     def __post_init__(self):
         "Check every value now, naming the field, so a bad profile fails before any work starts."
@@ -69,6 +70,9 @@ class Profile:
             bad("seeds", "must be a non-empty list of integers ≥ 0")
         if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
             bad("batch_tokens", "must be an integer ≥ 1")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
+                                        or not math.isfinite(self.budget) or self.budget <= 0):
+            bad("budget", "must be a positive number of full-validation evaluations, or null")
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -229,6 +233,7 @@ def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
                                             draw=evaluator.val_draw if s == "validation" else None) for s in ("validation", "test")}
                    for t in tasks}  # pins the exact examples scored, real or synthetic (builds the splits if needed)
     rec["validation_draw"] = evaluator.val_draw
+    if evaluator.max_val_evaluations is not None: rec["budget_cap"] = evaluator.max_val_evaluations   # absent when uncapped (older runs resume)
     rec["modes"] = {t.name: evaluator.mode_for(t) for t in tasks}
     # the manifest as it stood (informational: it grows as datasets are built lazily, so resuming ignores it)
     try: rec["data_manifest"] = manifest_digest(evaluator.split_seed) if profile.name != "smoke" else None
@@ -264,8 +269,8 @@ def run_one(
 
 def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[str], seeds: Sequence[int], root,
                  experiment: str, overrides: dict | None = None, progress: bool = True, cache: str | Path | None = None,
-                 baseline_overrides: dict | None = None) -> list[dict]:
-    "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run."
+                 baseline_overrides: dict | None = None, budget: float | None = None) -> list[dict]:
+    "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run (`budget`: cap, default the profile's)."
     from genome_nb.fitness import Evaluator, ScoreCache
     engine = make_engine(profile)
     experts, merged = make_experts(profile, progress=progress)
@@ -277,7 +282,8 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
             rd = run_dir_for(root, profile, experiment, method, task_names, seed)
             ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
                            val_draw=seed if profile.resample_validation else None,
-                           run_dir=rd if shared is None else None, progress=progress)
+                           run_dir=rd if shared is None else None, progress=progress,
+                           max_val_evaluations=budget or profile.budget)
             if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
             config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
             t0 = time.perf_counter()
@@ -287,9 +293,9 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
     return rows
 
 def reported(final: dict, split: str, task: str) -> float:
-    "The score a method reports: the ensemble's for GENOME+ (as in the paper), else the best individual's."
-    src = final.get("ensemble") or final["best"]
-    return src[split][task]
+    "The score a method reports on `split`: its ensemble's or its best individual's, by `analysis.reported_from` (one rule)."
+    from genome_nb.analysis import reported_from
+    return final[reported_from(final)][split][task]
 
 def results_table(rows: list[dict], task: str, reference: str = "best_single") -> str:
     "A Markdown table: method, validation and test score, and the relative gains vs the reference."
@@ -326,7 +332,7 @@ def evolve_cmd(args) -> int:
     over = parse_set(args.set)
     check_args(profile, args.method, args.task or list(profile.tasks), over)
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
-                        args.results, args.experiment, over)
+                        args.results, args.experiment, over, budget=args.budget)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
@@ -334,7 +340,7 @@ def baseline_cmd(args) -> int:
     profile = load_profile(args.profile)
     check_args(profile, args.method, args.task or list(profile.tasks))
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
-                        args.results, args.experiment)
+                        args.results, args.experiment, budget=args.budget)
     for t in (args.task or list(profile.tasks)): print(results_table(rows, t, reference=args.method))
     return 0
 
@@ -572,6 +578,8 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, action="append", help="seed (repeatable); default: the profile's first")
         q.add_argument("--results", default="results", help="results root")
         q.add_argument("--experiment", default=experiment, help="experiment name (a folder under results/<profile>/)")
+        q.add_argument("--budget", type=float, default=None, metavar="E",
+                       help="cap the run at E full-validation evaluations (default: the profile's, else the method's own)")
     q = sub.add_parser("quickstart", help="the README's main job")
     q.add_argument("--profile", default="cpu")
     q.add_argument("--task", default=None)

@@ -13,8 +13,8 @@ from typing import Sequence
 from .engines import Engine
 
 # %% auto #0
-__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'choose_options', 'engine_base',
-           'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
+__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'BudgetExhausted', 'choose_options',
+           'engine_base', 'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -94,6 +94,14 @@ class Budget:
     examples: int = 0      # examples scored by the engine
     tokens: int = 0        # token positions the engine computed (real + padding + generated)
     seconds: float = 0.0   # wall time spent scoring
+    val_evaluations: float = 0.0  # full-validation equivalents the engine scored (see `Evaluator.max_val_evaluations`)
+
+class BudgetExhausted(RuntimeError):
+    "Raised by `Evaluator.evaluate` before a validation scoring that would spend more than `max_val_evaluations`."
+    def __init__(self, spent: float, cap: float, need: float):
+        self.spent, self.cap, self.need = spent, cap, need
+        super().__init__(f"validation budget exhausted: {spent:g} of {cap:g} full-validation evaluations spent, "
+                         f"the next scoring needs {need:g} more")
 
 # %% ../nbs/07_fitness.ipynb #def7f7b9
 from .tasks import LOGPROB_MODES, SCORING, option_scores
@@ -127,7 +135,8 @@ class Evaluator:
                  split_seed: int = 0,       # seed of the data splits
                  val_draw: int | None = None,  # run seed that draws validation from the pool (None: the pool's first 200)
                  run_dir: str | Path | None = None,   # where the disk cache lives (None: memory only)
-                 progress: bool = False):             # a tqdm bar over the (genome, task) pairs being scored
+                 progress: bool = False,              # a tqdm bar over the (genome, task) pairs being scored
+                 max_val_evaluations: float | None = None):  # cap on full-validation evaluations (None: no cap)
         modes = mode.values() if isinstance(mode, dict) else [mode]
         if not isinstance(mode, (str, dict)) or any(m not in MODES for m in modes):
             raise ValueError(f"Evaluator mode={mode!r}: use one of {MODES}, or a dict task name -> one of them")
@@ -138,11 +147,15 @@ class Evaluator:
             raise ValueError(f"Evaluator split_seed={split_seed!r}: use a non-negative integer")
         if val_draw is not None and (isinstance(val_draw, bool) or not isinstance(val_draw, int) or val_draw < 0):
             raise ValueError(f"Evaluator val_draw={val_draw!r}: use a non-negative integer (a run seed) or None")
+        if max_val_evaluations is not None and (isinstance(max_val_evaluations, bool) or not isinstance(max_val_evaluations, numbers.Real)
+                                                or not math.isfinite(max_val_evaluations) or max_val_evaluations <= 0):
+            raise ValueError(f"Evaluator max_val_evaluations={max_val_evaluations!r}: use a positive number, or None for no cap")
+        self.max_val_evaluations = max_val_evaluations
         self.engine, self.mode, self.n_val, self.n_test, self.split_seed = engine, mode, n_val, n_test, split_seed
         self.val_draw = val_draw
         self.progress = progress
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
-        self.budget, self.splits_read, self._prepared = Budget(), [], {}
+        self.budget, self.splits_read, self._prepared, self._asked = Budget(), [], {}, set()
 
     def mode_for(self, task) -> str:
         "The scoring mode used for `task`."
@@ -245,6 +258,22 @@ class Evaluator:
                                  per_example=list(per) if per is not None else None))
         return res
 
+    def _charge(self, digests, tasks) -> None:
+        """Count what a validation call asks for, in full-validation evaluations, or refuse it whole (`BudgetExhausted`).
+        A (genome, task) pair costs once per evaluator, on its first ask, whether the engine or a shared cache answers:
+        the budget is what the method asked for, not what this machine happened to have scored before."""
+        new, cost = [], 0.0
+        for task in tasks:
+            # MERGE³'s anchor tasks cost their share of the full split they are drawn from
+            unit = len(self.examples(task, "validation")) / len(self.examples(getattr(task, "_task", task), "validation")) / len(tasks)
+            for d in dict.fromkeys(digests):
+                if (d, task.name) not in self._asked: new.append((d, task.name)); cost += unit
+        cap = self.max_val_evaluations
+        if cap is not None and self.budget.val_evaluations + cost > cap + 1e-9:
+            raise BudgetExhausted(round(self.budget.val_evaluations, 6), cap, round(cost, 6))
+        self._asked.update(new)
+        self.budget.val_evaluations += cost
+
     def evaluate(self,
                  genomes: Sequence,           # LoraGenome (or None for the bare base model)
                  tasks: Sequence,             # Task objects
@@ -260,6 +289,7 @@ class Evaluator:
         t0 = time.perf_counter()
         digests = [g.digest() if g is not None else "base" for g in genomes]
         self._check_base(genomes, digests)
+        if split == "validation": self._charge(digests, tasks)
         scores = [dict() for _ in genomes]
         todo = {}  # task name -> {digest: genome}, each distinct missing genome once
         for task in tasks:
