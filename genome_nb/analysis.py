@@ -329,6 +329,7 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
         for short, name in HPARAMS.items(): r[short] = _num(hp.get(name))
         r.update(n_val=_num(ev.get("n_val")), n_test=_num(ev.get("n_test")),
                  evaluations=_num(fin.get("evaluations")), engine_evaluations=_num(bev.get("evaluations")),
+                 val_evaluations=_num(bev.get("val_evaluations")), budget_cap=_num(cfg.get("budget_cap")),
                  cache_hits=_num(bev.get("cache_hits")), tokens=_num(bev.get("tokens")),
                  opt_seconds=opt_s, eval_seconds=_num(bev.get("seconds")), generations=len(hist) - 1 if hist else math.nan,
                  run_dir=str(d))
@@ -355,7 +356,7 @@ def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
         r = {**run_row, "task": t, "transfer_from": "+".join(tasks), "metric": metric, "scale": METRIC_SCALE[metric],
              "val_best": math.nan, "test_best": best, "val_ensemble": math.nan, "test_ensemble": _num(ens),
              "reported": _num(ens) if use_ens else best, "reported_from": "ensemble" if use_ens else "best",
-             "n_test": _num(e.get("n_test")), **{k: math.nan for k in ("evaluations", "engine_evaluations", "cache_hits",
+             "n_test": _num(e.get("n_test")), **{k: math.nan for k in ("evaluations", "engine_evaluations", "val_evaluations", "cache_hits",
                                                                        "tokens", "opt_seconds", "eval_seconds")}}
         rows.append(r)
     return rows
@@ -363,7 +364,7 @@ def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
 # %% ../nbs/12_analysis.ipynb #acedb493
 RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "transfer_from", "metric", "scale",
                   "val_best", "test_best", "val_ensemble", "test_ensemble", "fitness_best", "reported", "reported_from",
-                  *HPARAMS, "n_val", "n_test", "evaluations", "engine_evaluations", "cache_hits", "tokens",
+                  *HPARAMS, "n_val", "n_test", "evaluations", "engine_evaluations", "val_evaluations", "budget_cap", "cache_hits", "tokens",
                   "opt_seconds", "eval_seconds", "generations", "run_dir"]
 
 def load_results(

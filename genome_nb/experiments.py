@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_experiments.ipynb #6d3059b2
 from __future__ import annotations
-import dataclasses, json, os, platform, re, sys, time, warnings
+import dataclasses, functools, json, os, platform, re, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,11 +19,11 @@ from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
-           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'HPARAM_GRID', 'EXPERIMENTS', 'BATCH_SIZES', 'PLANNERS',
-           'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES',
-           'batch_profile', 'experiment_params', 'RunSpec', 'Plan', 'hardware', 'hparam_draws', 'plan_experiment',
-           'estimate', 'estimate_batch', 'repo_path', 'run_plan', 'results_of', 'TableOut', 'frame_table', 'report',
-           'experiment_results', 'write_tables', 'write_figures']
+           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'CPU_METHODS', 'HPARAM_GRID', 'EXPERIMENTS',
+           'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'CLOZE_TOKENS',
+           'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile', 'experiment_params', 'RunSpec',
+           'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate', 'estimate_batch', 'repo_path', 'run_plan',
+           'results_of', 'TableOut', 'frame_table', 'report', 'experiment_results', 'write_tables', 'write_figures']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
 BASELINE_METHODS = ("best_single", "data_merge", "expert_fusion", "dare_ties", "lorahub", "merge3", "pack_of_llms", "model_swarms")
@@ -43,6 +43,8 @@ ABLATIONS = {  # Table 5: variant → GenomeConfig overrides of GENOME+
 ABLATION_LABELS = {"full": "GENOME+", "no_initialization": "w/o initialization", "no_crossover": "w/o crossover",
                    "no_mutation": "w/o mutation", "no_crossover_mutation": "w/o cro. & mut.",
                    "random_selection": "random selection", "no_succession": "w/o succession", "no_ensemble": "w/o ensemble"}
+CPU_TARGETS = ("qasc", "csqa", "codah", "arc_c")   # the cpu profile's targets, in the order the batch uses them
+CPU_METHODS = tuple(m for m in ALL_METHODS if m != "data_merge")   # the task pool has no Data Merge adapter
 HPARAM_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))              # A.4: {0.1, 0.2, …, 1.0}
 
 # %% ../nbs/14_experiments.ipynb #03c26d07
@@ -50,43 +52,59 @@ EXPERIMENTS: dict[str, dict] = {
     "single_task": dict(reproduces="Table 1 (means) and Table 12 (± std)", defaults={
         "smoke": dict(tasks=("toy",), methods=ALL_METHODS, seeds=(41, 42)),
         "cpu-small": dict(tasks=("emorynlp",), methods=ALL_METHODS, seeds=(41, 42)),
+        "cpu": dict(tasks=CPU_TARGETS[:2], methods=CPU_METHODS, seeds=PAPER_SEEDS),
         "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS)}),
+    "equal_budget": dict(reproduces="Table 1 at one validation budget E for every method (beyond the paper)", defaults={
+        "smoke": dict(tasks=("toy",), methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=(41,), budget=6),
+        "cpu": dict(tasks=CPU_TARGETS[:1], methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS, budget=20),
+        "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS, budget=50)}),
     "multi_task": dict(reproduces="Table 2", defaults={
         "smoke": dict(domains={"Toy": ("toy", "toy2")}, methods=DYNAMIC_METHODS, seeds=(41,)),
         "cpu-small": dict(domains={"Question Answering": ("arc_c", "csqa")}, methods=DYNAMIC_METHODS, seeds=(41,)),
-        "paper": dict(domains=PAPER_DOMAINS, methods=DYNAMIC_METHODS, seeds=PAPER_SEEDS)}),
+        # the pool keeps both targets' own experts: each target is covered by a different expert (Table 2's setting)
+        "cpu": dict(domains={"Science + Commonsense QA": ("qasc", "csqa")}, methods=DYNAMIC_METHODS, seeds=(41, 42),
+                    leave_target_out=False),
+        "paper": dict(domains=PAPER_DOMAINS, methods=DYNAMIC_METHODS, seeds=PAPER_SEEDS, leave_target_out=None)}),
     "zero_shot": dict(reproduces="Tables 3 and 4", defaults={
         "smoke": dict(pairs=(("toy", "toy2"),), languages=("toy3", "toy4"),
                       methods=("best_single", "expert_fusion", "pack_of_llms", "genome", "genome_plus"), seeds=(41,)),
         "cpu-small": dict(pairs=(("emorynlp", "meld"),), languages=(),
                           methods=("best_single",) + DYNAMIC_METHODS, seeds=(41,)),
+        "cpu": dict(pairs=(("csqa", "qasc"),), languages=(), methods=("best_single",) + DYNAMIC_METHODS, seeds=(41,)),
         "paper": dict(pairs=(("mmlu_pro", "mmlu"), ("math", "gsm8k"), ("emorynlp", "meld")), languages=("flores37", "flores101"),
                       methods=("best_single",) + DYNAMIC_METHODS, seeds=PAPER_SEEDS)}),
     "scaling": dict(reproduces="Figure 2", defaults={
         "smoke": dict(tasks=("toy",), sizes=(4, 6), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
         "cpu-small": dict(tasks=("csqa",), sizes=(10, 14), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
+        "cpu": dict(tasks=CPU_TARGETS[:1], sizes=(10, 14), methods=("model_swarms", "genome", "genome_plus"), seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "math", "mmlu_pro_reasoning"), sizes=(10, 20, 30, 40),
                       methods=("model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS)}),
     "ablation": dict(reproduces="Table 5", defaults={
         "smoke": dict(tasks=("toy",), variants=tuple(ABLATIONS), seeds=(41,)),
         "cpu-small": dict(tasks=("emorynlp",), variants=tuple(ABLATIONS), seeds=(41,)),
+        "cpu": dict(tasks=CPU_TARGETS[:1], variants=tuple(ABLATIONS), seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "gsm8k", "drop", "bbh", "emorynlp", "mgsm"), variants=tuple(ABLATIONS), seeds=PAPER_SEEDS)}),
     "time_efficiency": dict(reproduces="Table 6", defaults={
         "smoke": dict(tasks=("toy",), methods=GENOME_METHODS, seeds=(41,)),
         "cpu-small": dict(tasks=("emorynlp",), methods=GENOME_METHODS, seeds=(41,)),
+        "cpu": dict(tasks=CPU_TARGETS[:1], methods=GENOME_METHODS, seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "drop", "math"), methods=GENOME_METHODS, seeds=PAPER_SEEDS)}),
     "hparam_sweep": dict(reproduces="Appendix A.4 (the runs behind Tables 9-10)", defaults={
         "smoke": dict(task="toy", runs=5, seed=47, config=dict(use_ensemble=True)),
         "cpu-small": dict(task="csqa", runs=10, seed=47, config=dict(iterations=2, use_ensemble=True)),
+        "cpu": dict(task=CPU_TARGETS[0], runs=8, seed=47, config=dict(iterations=1, use_ensemble=True)),
         "paper": dict(task="mmlu_pro", runs=500, seed=47, config=dict(population_size=10, sigma=0.001, use_ensemble=True, top_k=3))}),
     "validation_size": dict(reproduces="Tables 13-15", defaults={
         "smoke": dict(tasks=("toy",), sizes=(4, 8), methods=GENOME_METHODS, seeds=(41,)),
         "cpu-small": dict(tasks=("emorynlp",), sizes=(20, 40, 80), methods=GENOME_METHODS, seeds=(41,)),
+        "cpu": dict(tasks=CPU_TARGETS[:1], sizes=(50, 100), methods=GENOME_METHODS, seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "math", "drop"), sizes=(20, 50, 100, 150, 200), methods=GENOME_METHODS, seeds=PAPER_SEEDS)}),
 }
 
 BATCH_SIZES = {"smoke": dict(genome=dict(iterations=1), baselines=dict(lorahub=dict(budget=3), merge3=dict(generations=1),
-                                                          model_swarms=dict(iterations=1)))}
+                                                          model_swarms=dict(iterations=1))),
+               # the cpu batch: the paper's N = 10 and 200 validation examples, three generations (≈ 13 s an evaluation)
+               "cpu": dict(genome=dict(iterations=3))}
 
 def batch_profile(profile: str | Path | Profile) -> Profile:
     "The profile as the experiment batch runs it: `BATCH_SIZES` applied (GenomeConfig and per-baseline overrides merged)."
@@ -127,6 +145,8 @@ class RunSpec:
     transfer: tuple = ()         # tasks to score the run's adapters on afterwards (zero-shot)
     private_cache: bool = False  # score cache inside the run directory (timing experiments)
     extra: dict = field(default_factory=dict)    # more config.json keys
+    budget: float | None = None  # cap on the run's full-validation evaluations (None: the profile's)
+    leave_target_out: bool | None = None  # None: the profile's; False: the pool keeps the targets' own experts (Table 2)
 
 @dataclass(repr=False)
 class Plan:
@@ -169,8 +189,23 @@ def hparam_draws(runs: int, seed: int = 47) -> list[tuple]:
 def _plan_single_task(p, prof):
     return [RunSpec(m, (t,), s) for t in p["tasks"] for s in p["seeds"] for m in p["methods"]]
 
+# Every search method is given more search than the budget allows, so that the cap, not its own size, ends it; LoraHub's
+# optimiser is told the budget itself (nevergrad's NGOpt picks its algorithm by budget). Methods that cost less than E
+# (Best Single, Expert Fusion, DARE-TIES, the experts' ensemble) spend what they need.
+UNCAPPED = {"genome": dict(iterations=100), "genome_plus": dict(iterations=100), "lorahub": lambda E: dict(budget=int(E)),
+            "model_swarms": dict(iterations=100), "merge3": dict(generations=1000)}
+
+def _plan_equal_budget(p, prof):
+    E = float(p["budget"])
+    if not E > 0: raise ValueError(f"equal_budget: budget={p['budget']!r} must be a positive number of full-validation evaluations")
+    conf = lambda m: dict(UNCAPPED[m](E) if callable(UNCAPPED.get(m)) else UNCAPPED.get(m, {}))
+    return [RunSpec(m, (t,), s, config=conf(m), budget=E, variant=f"budget={E:g}", tag=f"E{E:g}")
+            for t in p["tasks"] for s in p["seeds"] for m in p["methods"]]
+
 def _plan_multi_task(p, prof):
-    return [RunSpec(m, tuple(ts), s) for ts in dict(p["domains"]).values() for s in p["seeds"] for m in p["methods"]]
+    lto = p.get("leave_target_out")
+    return [RunSpec(m, tuple(ts), s, leave_target_out=lto, **({} if lto is None else dict(extra=dict(leave_target_out=lto))))
+            for ts in dict(p["domains"]).values() for s in p["seeds"] for m in p["methods"]]
 
 def _plan_zero_shot(p, prof):
     specs = {}
@@ -218,7 +253,7 @@ def _plan_validation_size(p, prof):
     return [RunSpec(m, (t,), s, variant=f"n_val={n}", tag=f"val{n}", n_val=int(n))
             for t in p["tasks"] for n in p["sizes"] for s in p["seeds"] for m in p["methods"]]
 
-PLANNERS = {"single_task": _plan_single_task, "multi_task": _plan_multi_task, "zero_shot": _plan_zero_shot,
+PLANNERS = {"single_task": _plan_single_task, "equal_budget": _plan_equal_budget, "multi_task": _plan_multi_task, "zero_shot": _plan_zero_shot,
             "scaling": _plan_scaling, "ablation": _plan_ablation, "time_efficiency": _plan_time_efficiency,
             "hparam_sweep": _plan_hparam_sweep, "validation_size": _plan_validation_size}
 
@@ -233,9 +268,20 @@ def plan_experiment(
     return Plan(experiment, prof, p, PLANNERS[experiment](p, prof))
 
 # %% ../nbs/14_experiments.ipynb #15975058
-SECONDS_PER_TOKEN = {"cpu-small": 0.075 / 146}  # choice mode, SmolLM2-135M, idle 2-core CPU: 7.5 s per 100 ARC-C prompts (146 tokens)
+SECONDS_PER_TOKEN = {"cpu-small": 0.075 / 146,  # choice mode, SmolLM2-135M, idle 2-core CPU: 7.5 s per 100 ARC-C prompts (146 tokens)
+                     "cpu": 12.6 / 200 / 43}   # cloze_calibrated (options + content-free prior included): 12.6 s per 200 QASC prompts
 PROMPT_TOKENS = {"arc_c": 146, "csqa": 120, "mmlu": 203, "mmlu_pro": 287, "mmlu_pro_reasoning": 284, "emorynlp": 286,
                  "meld": 263}  # mean prompt tokens (SmolLM2 chat template, 200 validation examples), measured once
+CLOZE_TOKENS = {"qasc": 43, "arc_c": 60, "csqa": 49, "codah": 46}   # the cloze prompts of the cpu targets, likewise
+
+@functools.lru_cache(maxsize=None)
+def _test_size(task: str) -> int:
+    "Examples in a task's test split (1000, the paper's cap, where the split is not built or the task is synthetic)."
+    from genome_nb.data import load_split
+    from genome_nb.tasks import TASKS
+    if task not in TASKS: return 1000
+    try: return len(load_split(TASKS[task].dataset, "test"))
+    except (FileNotFoundError, KeyError, ValueError): return 1000
 
 def _n_experts(profile: Profile) -> int:
     return int(profile.experts.split(":")[1]) if profile.experts.startswith("random:") else 10
@@ -247,9 +293,10 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
     "(examples scored by the run itself, examples of its zero-shot targets), without cache hits."
     from genome_nb.evolution import GenomeConfig
     E, T = _n_experts(profile), len(spec.tasks)
-    tok = lambda ts: float(np.mean([PROMPT_TOKENS.get(t, 200) for t in ts]))
+    lengths = CLOZE_TOKENS if profile.name == "cpu" else PROMPT_TOKENS
+    tok = lambda ts: float(np.mean([lengths.get(t, 200) for t in ts]))
     nv = spec.n_val or profile.n_val or 200
-    nt = profile.n_test or 1000
+    nt = profile.n_test or min(_test_size(t) for t in spec.tasks)
     if spec.method in GENOME_METHODS:
         c = GenomeConfig.from_dict({**profile.genome, **spec.config, "seed": spec.seed, "method": spec.method})
         N = c.population_size
@@ -258,6 +305,7 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
         muts = c.individual_mutation_rate * (N + kids) if c.use_mutation else 0.0
         succ = N if c.use_succession and c.rescore_after_succession else 0
         search = (n0 + c.iterations * (kids + muts + succ)) * nv * T
+        if spec.budget or profile.budget: search = min(search, (spec.budget or profile.budget) * nv * T)
         test = (1 + (c.top_k if c.use_ensemble else 0)) * nt * T
     else:
         b = {**profile.baselines.get(spec.method, {}), **spec.config}
@@ -268,6 +316,7 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
                  "model_swarms": (b.get("population_size") or E) * (1 + b.get("iterations", 10))}
         if spec.method not in evals: raise ValueError(f"no cost model for method {spec.method!r}")
         search = evals[spec.method] * nv * T
+        if spec.budget or profile.budget: search = min(search, (spec.budget or profile.budget) * nv * T)
         test = (2 * E if spec.method == "pack_of_llms" else 1) * nt * T
     members = 1 + (profile.genome.get("top_k", 3) if spec.method == "genome_plus" else 0)
     return search + test, members * nt * len(spec.transfer), tok(spec.tasks), tok(spec.transfer) if spec.transfer else 0.0
@@ -277,7 +326,8 @@ def estimate(plan: Plan, seen: set | None = None) -> pd.DataFrame:
     rows = []
     for s in plan.specs:
         run, tr, tok_run, tok_tr = _run_cost(plan.profile, s)
-        key = (s.method, s.tasks, None if s.method in SEEDLESS_METHODS else s.seed, s.n_val or plan.profile.n_val,
+        seedless = s.method in SEEDLESS_METHODS and not plan.profile.resample_validation   # else each seed draws its own validation
+        key = (s.method, s.tasks, None if seedless else s.seed, s.n_val or plan.profile.n_val,
                json.dumps({k: v for k, v in s.config.items() if k not in ("use_ensemble", "top_k")}, sort_keys=True))
         if seen is not None and not s.private_cache:
             # the same run again: its scores are in the shared cache (Pack of LLMs' perplexities are not: half its cost)
@@ -285,7 +335,7 @@ def estimate(plan: Plan, seen: set | None = None) -> pd.DataFrame:
             seen.add(key)
             # the experts' validation scores, which several methods start from, are computed once
             if s.method in EXPERTS_FIRST or s.method in GENOME_METHODS and s.config.get("use_initialization") is False:
-                ek = ("experts", s.tasks, s.n_val or plan.profile.n_val)
+                ek = ("experts", s.tasks, s.n_val or plan.profile.n_val, s.seed if plan.profile.resample_validation else None)
                 if ek in seen: run = max(0.0, run - _n_experts(plan.profile) * (s.n_val or plan.profile.n_val or 200) * len(s.tasks))
                 seen.add(ek)
         rows.append(dict(method=s.method, tasks="+".join(s.tasks), seed=s.seed, variant=s.variant, examples=run + tr,
@@ -342,7 +392,7 @@ def run_plan(
     def evaluator(spec, rd):
         ev = Evaluator(engine, mode=prof.mode, n_val=spec.n_val or prof.n_val, n_test=prof.n_test,
                        val_draw=spec.seed if prof.resample_validation else None,
-                       run_dir=rd if spec.private_cache else None)
+                       run_dir=rd if spec.private_cache else None, max_val_evaluations=spec.budget or prof.budget)
         if not spec.private_cache: ev.cache = shared
         return ev
     rows = []
@@ -351,8 +401,9 @@ def run_plan(
         done = (rd / "final.json").is_file()
         t0 = time.perf_counter()
         extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
-        run_one(prof, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
-                pool_for(prof, experts, task_objs(spec.tasks)), merged, spec.config, extra, progress)
+        sp = prof if spec.leave_target_out is None else dataclasses.replace(prof, leave_target_out=spec.leave_target_out)
+        run_one(sp, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
+                pool_for(sp, experts, task_objs(spec.tasks)), merged, spec.config, extra, progress)
         if spec.transfer: transfer(rd, task_objs(spec.transfer), evaluator(spec, rd))
         secs = time.perf_counter() - t0
         rows.append(dict(method=spec.method, tasks="+".join(spec.tasks), seed=spec.seed, variant=spec.variant,
