@@ -29,8 +29,8 @@ __all__ = ['BASELINES', 'BASELINE_CONFIGS', 'BaselineConfig', 'BaselineRun', 'Be
            'data_merge', 'ExpertFusionConfig', 'expert_fusion', 'DareTiesConfig', 'dare_ties', 'LoraHubConfig',
            'lorahub_objective', 'lorahub', 'IRTModel', 'fit_irt', 'fit_ability', 'select_anchors', 'irt_estimate',
            'AnchorTask', 'Merge3Config', 'merge3', 'PackLLMConfig', 'pack_weights', 'fuse_choice_scores',
-           'pack_of_llms', 'ModelSwarmsConfig', 'swarm_velocity', 'model_swarms', 'baseline_config', 'run_baseline',
-           'hyperparameters']
+           'fused_generate', 'pack_of_llms', 'ModelSwarmsConfig', 'swarm_velocity', 'model_swarms', 'baseline_config',
+           'run_baseline', 'hyperparameters']
 
 # %% ../nbs/11_baselines.ipynb #ef6aabbd
 @dataclass
@@ -513,13 +513,17 @@ def _params(method: str) -> dict:
 # %% ../nbs/11_baselines.ipynb #328825f3
 @dataclass
 class PackLLMConfig(BaselineConfig):
-    "Pack of LLMs: temperature, fusion mode, static merge."
+    "Pack of LLMs: temperature, fusion mode, per-prompt adapter merging, static merge."
     method: ClassVar[str] = "pack_of_llms"
     sources: ClassVar[dict] = {"tau": "PackLLM code (PackLLM-sim tau=1)", "mode": "paper §4.1 (per prompt)",
+                               "space": "released GENOME code (A and B merged separately); 'delta': exact Σ λ_k ΔW_k",
+                               "weight_decimals": "ours: equal rounded λ(x) share one merged adapter",
                                "top_k": "released GENOME code (topK=5)",
                                "static_merge_method": "not specified; ours: weights λ̄ renormalised over the top-k"}
     tau: float = 1.0                    # τ of softmax(−log ppl / τ)
-    mode: str = "per_query"             # "per_query" (choice-mode tasks; generate-mode ones fall back to static) or "static"
+    mode: str = "per_query"             # "per_query": per-prompt fusion (choice: label log-probs; generate: adapters), or "static"
+    space: str = "lora"                 # per-prompt generation: merge space of a prompt's fused adapter ("lora" or "delta")
+    weight_decimals: int = 3            # per-prompt generation: λ(x) rounded to this many decimals before merging
     top_k: int = 5                      # static: experts merged (by mean weight λ̄)
     static_merge_method: str = "linear" # static: merge kernel
 
@@ -527,6 +531,8 @@ class PackLLMConfig(BaselineConfig):
         super().validate()
         self._number("tau", 0.0, lo_open=True)
         self._choice("mode", ("per_query", "static"))
+        self._choice("space", ("lora", "delta"))
+        self._number("weight_decimals", 1, 12, integer=True)
         self._number("top_k", 1, integer=True)
         from genome_nb.merge import MERGE_METHODS
         self._choice("static_merge_method", sorted(MERGE_METHODS))
@@ -552,19 +558,53 @@ def fuse_choice_scores(
         out.append([float(v) for v in (row[:, None] * per).sum(0)])
     return out
 
-# %% ../nbs/11_baselines.ipynb #70f6b695
+# %% ../nbs/11_baselines.ipynb #d6014971
 def _prompts(evaluator: Evaluator, task, split: str) -> tuple[list, list[str]]:
     "The examples of a split, in the evaluator's order, and their prompts x (the task's prompt text, shots included)."
     exs = evaluator.examples(task, split)
     return exs, [task.prompt(ex, task.shots(ex, split, seed=evaluator.split_seed)) for ex in exs]
 
+def _rendered(evaluator: Evaluator, task, split: str) -> list[str]:
+    "The chat-formatted texts the evaluator generates from for `task` (its mode's user message, shots included), in its order."
+    mode = evaluator.mode_for(task)
+    return [evaluator.engine.render(task.user_message(ex, mode, task.shots(ex, split, seed=evaluator.split_seed)))
+            for ex in evaluator.examples(task, split)]
+
+def fused_generate(
+    engine,                             # an Engine (`generate`)
+    genomes: Sequence[LoraGenome],      # the n experts
+    texts: Sequence[str],               # the P rendered prompts to answer
+    lam,                                # [prompt][expert] weights λ(x)
+    decimals: int = 3,                  # λ(x) rounded to this many decimals; equal rounded rows share one adapter
+    space: str = "lora",                # merge space of the fused adapters ("lora" or "delta")
+    max_new_tokens: int = 256,          # decoding budget (the task's)
+) -> tuple[list[str], dict]:            # answers in prompt order; weights (rounded), adapters (digest per prompt), merges
+    "PackLLM per prompt for generation: each prompt greedy-decoded by the experts merged with its rounded weights, one merge and one batched call per distinct weight vector."
+    lam = np.asarray(lam, dtype=float)
+    if lam.shape != (len(texts), len(genomes)):
+        raise ValueError(f"lam has shape {lam.shape}; expected (prompts, experts) = ({len(texts)}, {len(genomes)})")
+    r = np.round(lam, decimals) + 0.0   # + 0.0: no −0.0 in the group keys
+    zero = np.flatnonzero(r.sum(1) <= 0)
+    if len(zero): raise ValueError(f"decimals={decimals}: prompt {zero[0]}'s weights {lam[zero[0]].tolist()} all round to 0; use more decimals")
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(r): groups.setdefault(tuple(row.tolist()), []).append(i)
+    outs, digests = [None] * len(texts), [None] * len(texts)
+    for w, idx in groups.items():       # first-appearance order: the same calls for the same inputs
+        g = merge(genomes, list(w), method="linear", space=space)
+        gen = engine.generate([g], [texts[i] for i in idx], max_new_tokens=max_new_tokens)[0]
+        for i, o in zip(idx, gen): outs[i], digests[i] = o, g.digest()
+    return outs, dict(weights=r, adapters=digests, merges=len(groups))
+
+# %% ../nbs/11_baselines.ipynb #70f6b695
 def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator: Evaluator | None = None, run_dir=None,
                  task_weights=None, progress: bool = True, extra_config: Mapping | None = None) -> dict:
-    "Pack of LLMs: per-prompt weights from the experts' perplexities; experts fused per query (choice) or merged (static)."
+    "Pack of LLMs: per-prompt weights from the experts' perplexities; experts fused per prompt (choice scores or adapters) or merged once (static)."
     def body(run: BaselineRun) -> dict:
         c, ev, eng, names, genomes = run.config, run.evaluator, run.evaluator.engine, run.names, run.genomes
-        modes = {t.name: "per_query" if c.mode == "per_query" and ev.mode_for(t) in LOGPROB_MODES else "static" for t in run.tasks}
-        pq = [t for t in run.tasks if modes[t.name] == "per_query"]
+        modes = {t.name: "static" if c.mode == "static" else
+                 "per_prompt_choice" if ev.mode_for(t) in LOGPROB_MODES else "per_prompt_generate" for t in run.tasks}
+        pc = [t for t in run.tasks if modes[t.name] == "per_prompt_choice"]
+        pg = [t for t in run.tasks if modes[t.name] == "per_prompt_generate"]
         st = [t for t in run.tasks if modes[t.name] == "static"]
         val_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "validation")[1]) for t in run.tasks}
         mean_lp = np.mean(np.concatenate([np.asarray(val_lp[t.name]) for t in run.tasks], axis=1), axis=1)
@@ -575,44 +615,59 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
             static = merge([genomes[k] for k in top], [float(lam_bar[k]) for k in top], method=c.static_merge_method,
                            generator=torch.Generator().manual_seed(c.seed))
         def scores(split: str, lp: dict, experts_res, static_res):
-            out, rows, lams = {}, [], {}
+            out, rows, lams, cost = {}, [], {}, {}
             for t in run.tasks:
                 exs = ev.examples(t, split)
-                if modes[t.name] == "per_query":
+                if modes[t.name] == "per_prompt_choice":
                     lam = pack_weights(lp[t.name], c.tau)
                     fused = fuse_choice_scores([experts_res.scores[k][t.name].outputs for k in range(len(genomes))], lam)
                     preds = [t.choice_labels(ex)[int(np.argmax(s))] for ex, s in zip(exs, fused)]
                     sc = t.score(preds, exs)
                     per = sc.get("per_example")
-                    lams[t.name] = lam.mean(0).tolist()
+                    lams[t.name], used = lam.mean(0).tolist(), lam
+                elif modes[t.name] == "per_prompt_generate":
+                    lam = pack_weights(lp[t.name], c.tau)
+                    outs, info = fused_generate(eng, genomes, _rendered(ev, t, split), lam, c.weight_decimals, c.space,
+                                                t.max_new_tokens)
+                    preds = [t.extract(o, ex) for o, ex in zip(outs, exs)]
+                    sc = t.score(preds, exs)
+                    per = sc.get("per_example")
+                    lams[t.name], used = lam.mean(0).tolist(), info["weights"]
+                    cost[t.name] = dict(prompts=len(exs), perplexity_passes=len(genomes) * len(exs), merges=info["merges"],
+                                        generate_calls=info["merges"])
                 else:
                     ts = static_res.scores[0][t.name]
-                    preds, per, lam = ts.predictions, ts.per_example, None
+                    preds, per, used = ts.predictions, ts.per_example, None
                     sc = {t.metric: ts.score}
                 out[t.name] = float(sc[t.metric])
                 for j, e in enumerate(exs):
                     rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=preds[j], best_score=per[j] if per else None,
-                                     weights=None if lam is None else dict(zip(names, lam[j].round(6).tolist()))))
+                                     weights=None if used is None else dict(zip(names, used[j].round(6).tolist()))))
             fit = sum(w * fitness_scale(t, out[t.name]) for w, t in zip(run.weights, run.tasks)) / sum(run.weights)
-            return out, fit, rows, lams
-        # validation: the experts' label log-probabilities (per-query tasks), the static merge (the others)
-        ex_val = run.validate(genomes, pq) if pq else None
+            return out, fit, rows, lams, cost
+        # validation: the experts' label log-probabilities (choice tasks), the prompts' fused adapters (generate tasks),
+        # the static merge (the others)
+        ex_val = run.validate(genomes, pc) if pc else None
         st_val = run.validate([static], st) if st else None
-        val, val_fit, _, val_lams = scores("validation", val_lp, ex_val, st_val)
-        run.log(generation=0, fitness=val_fit, validation=val, modes=modes, mean_weights=dict(zip(names, lam_bar.tolist())))
+        val, val_fit, _, val_lams, val_cost = scores("validation", val_lp, ex_val, st_val)
+        run.counters["evaluations"] += sum(v["merges"] for v in val_cost.values())   # each fused adapter is a genome scored
+        run.log(generation=0, fitness=val_fit, validation=val, modes=modes, mean_weights=dict(zip(names, lam_bar.tolist())),
+                **(dict(generate_cost=val_cost) if val_cost else {}))
         # test: read once, at the end
-        test_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "test")[1]) for t in pq}
-        ex_test = ev.evaluate(genomes, pq, "test") if pq else None
+        test_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "test")[1]) for t in pc + pg}
+        ex_test = ev.evaluate(genomes, pc, "test") if pc else None
         st_test = ev.evaluate([static], st, "test") if st else None
-        test, test_fit, rows, _ = scores("test", test_lp, ex_test, st_test)
-        digest = static.digest() if not pq else hashlib.sha256(json.dumps(
-            dict(pack=[g.digest() for g in genomes], tau=c.tau, static=static.digest() if static else None)).encode()).hexdigest()
+        test, test_fit, rows, _, test_cost = scores("test", test_lp, ex_test, st_test)
+        pack = dict(pack=[g.digest() for g in genomes], tau=c.tau, static=static.digest() if static else None)
+        if pg: pack["generate"] = dict(space=c.space, weight_decimals=c.weight_decimals)
+        digest = static.digest() if not (pc or pg) else hashlib.sha256(json.dumps(pack).encode()).hexdigest()
         best = dict(id="pack_of_llms", digest=digest, origin=dict(op="pack_of_llms", modes=modes, tau=c.tau),
                     fitness=val_fit, validation=val, test=test, test_fitness=test_fit)
         final = dict(method=c.method, seed=c.seed, tasks=[t.name for t in run.tasks],
                      metrics={t.name: t.metric for t in run.tasks}, best=best,
                      evaluations=run.counters["evaluations"], modes=modes, mean_weights=dict(zip(names, lam_bar.tolist())),
                      per_query_mean_weights={k: dict(zip(names, v)) for k, v in val_lams.items()})
+        if pg: final["generate_cost"] = dict(validation=val_cost, test=test_cost)
         if static is not None: final["static_weights"] = {names[k]: float(lam_bar[k]) for k in top}
         return write_results(run.run_dir, final, rows, ev, run.counters, {"best": static} if static is not None else {})
     return _run(body, config, PackLLMConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config)

@@ -92,10 +92,21 @@ def test_pack_of_llms_weights_differ_between_prompts(tmp_path):
     assert len({tuple(r["weights"].values()) for r in rows}) > 1
 
 
-def test_pack_of_llms_falls_back_to_a_static_merge_for_generate_tasks(tmp_path):
+def test_pack_of_llms_fuses_per_prompt_for_generate_tasks(tmp_path):
     gtask = make_toy_task(n=2, seed=0, kind="number", name="toynum")
-    final = run_baseline("pack_of_llms", experts, [gtask], dict(top_k=2), Evaluator(engine, n_val=1, n_test=1, run_dir=tmp_path),
+    final = run_baseline("pack_of_llms", experts, [gtask], None, Evaluator(engine, n_val=2, n_test=2, run_dir=tmp_path),
                          tmp_path, progress=False)
+    assert final["modes"] == {"toynum": "per_prompt_generate"} and "static_weights" not in final
+    rows = [json.loads(l) for l in (tmp_path / "predictions_test.jsonl").read_text().splitlines()]
+    assert len({tuple(r["weights"].values()) for r in rows}) == 2                     # each prompt its own weights
+    assert final["generate_cost"]["test"]["toynum"] == dict(prompts=2, perplexity_passes=6, merges=2, generate_calls=2)
+    assert not (tmp_path / "adapters").exists()
+
+
+def test_pack_of_llms_static_mode_merges_once_for_generate_tasks(tmp_path):
+    gtask = make_toy_task(n=2, seed=0, kind="number", name="toynum")
+    final = run_baseline("pack_of_llms", experts, [gtask], dict(mode="static", top_k=2),
+                         Evaluator(engine, n_val=1, n_test=1, run_dir=tmp_path), tmp_path, progress=False)
     assert final["modes"] == {"toynum": "static"} and len(final["static_weights"]) == 2
     assert (tmp_path / "adapters" / "best" / "adapter_config.json").is_file()
 
