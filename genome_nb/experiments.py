@@ -445,10 +445,19 @@ def _own(df): return df[df.transfer_from.isna()] if "transfer_from" in df else d
 def _gain_rows(df, base):
     return tuple(m for m in METHOD_LABELS if m in set(df.method) and m != base and m in GENOME_METHODS)
 
+def _budget_frame(d: pd.DataFrame) -> pd.DataFrame:
+    "Per method: the full-validation evaluations it asked for (mean, min, max over runs) and the cap it ran under."
+    g = d.groupby("method", sort=False)
+    t = g.agg(runs=("seed", "nunique"), evaluations=("val_evaluations", "mean"), min=("val_evaluations", "min"),
+              max=("val_evaluations", "max"), cap=("budget_cap", "max")).reset_index()
+    t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
+    return t
+
 def _report_single_task(df):
     d = _own(df)
     out = {"table1": _out("Table 1: test scores, mean over seeds", table(d, std=False)),
-           "table12": _out("Table 12: mean ± std over seeds", table(d, std=True))}
+           "table12": _out("Table 12: mean ± std over seeds", table(d, std=True)),
+           "budget": frame_table(_budget_frame(d), "Validation budget per method: full-validation evaluations asked for (one genome on all 200 examples = 1)", 1)}
     if "genome_plus" in set(d.method) and d.method.nunique() > 1:
         pt = paired_table(d, "genome_plus", n_boot=2000, n_perm=2000)
         cols = ["task", "b", "n_examples", "diff", "ci_low", "ci_high", "p_permutation", "p_holm"]
@@ -519,7 +528,8 @@ def _report_time_efficiency(df):
     g = d.groupby(["method", "where"], sort=False)
     t = g.agg(runs=("seed", "size"), score=("reported", "mean"), optimisation_s=("opt_seconds", "mean"),
               scoring_s=("eval_seconds", "mean"), evaluations=("evaluations", "mean"),
-              engine_evaluations=("engine_evaluations", "mean"), tokens=("tokens", "mean")).reset_index()
+              val_evaluations=("val_evaluations", "mean"), engine_evaluations=("engine_evaluations", "mean"),
+              tokens=("tokens", "mean")).reset_index()
     t["score"] = t.score * 100
     t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
     return {"table6": frame_table(t, "Table 6: score and time per method, task and machine (means over seeds)", 1)}
@@ -539,7 +549,7 @@ def _report_validation_size(df):
                                   table(d[d.task == t], cols="n_val", gains_vs=(), col_labels={n: f"N={n:g}" for n in d.n_val.unique()}))
             for t in sorted(d.task.unique())}
 
-REPORTS = {"single_task": _report_single_task, "multi_task": _report_multi_task, "zero_shot": _report_zero_shot,
+REPORTS = {"single_task": _report_single_task, "equal_budget": _report_single_task, "multi_task": _report_multi_task, "zero_shot": _report_zero_shot,
            "scaling": _report_scaling, "ablation": _report_ablation, "time_efficiency": _report_time_efficiency,
            "hparam_sweep": _report_hparam_sweep, "hparam_analysis": _report_hparam_analysis,
            "validation_size": _report_validation_size}
