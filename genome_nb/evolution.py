@@ -13,16 +13,16 @@ import torch
 from tqdm.auto import tqdm
 
 from .genome import LoraGenome, check_compatible, save_adapter
-from .operators import (SuccessionState, crossover, init_experience, initialize, make_generator,
-                                 mutate, select, succession)
+from .operators import (SuccessionState, crossover, elite_count, init_experience, init_velocity, initialize,
+                                 make_generator, mutate, select, succession)
 from .fitness import Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
-__all__ = ['METHODS', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'atomic_write', 'write_json', 'RunLock',
-           'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint', 'evaluator_record',
-           'check_same_config', 'evolve', 'is_free_text', 'best_record', 'prediction_rows', 'write_results',
-           'finish_single', 'transfer']
+__all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'atomic_write',
+           'write_json', 'RunLock', 'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint',
+           'evaluator_record', 'config_defaults', 'check_same_config', 'evolve', 'is_free_text', 'best_record',
+           'prediction_rows', 'write_results', 'finish_single', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -54,10 +54,16 @@ class GenomeConfig:
     init_weights: str = "uniform"           # Eq. 2's t ~ U(0,1), or "released": t = u1/(u1+u2)
     merge_method: str = "linear"            # merge kernel of initialization and crossover (paper: linear)
     crossover_count: str = "trials"         # ⌊N/2⌋ Bernoulli(c_r) trials, or "expected": exactly round(c_r⌊N/2⌋)
-    selection: str = "proportional"         # "proportional" (paper), "tournament" (released), "random" (ablation)
+    selection: str = "proportional"         # "proportional" (paper), "tournament" (released), "random" (ablation, elites
+                                            # kept) or "random_all" (the whole next population uniformly, no elites)
+    elite_rounding: str = "ceil"            # elites ⌈αN⌉, or the released codes' "floor" int(αN) / "round" round(αN)
     succession_scheme: str = "paper"        # Eq. 5 on experience vectors, or "released": PSO on weights
     experience_scale: float = 1e-3          # std of the random initial experience vectors
+    initial_experience: str = "random"      # e_i ~ N(0, s²) (paper), or "released": v_i = w_j − w_i (needs scheme "released")
+    lam_decay: float | None = None          # released scheme's φ_λ (λ ← λ·φ_λ per individual; None: the code's 0.95);
+                                            # the paper's λ is fixed, so "paper" takes None only. λ_0 is `lam`.
     rescore_after_succession: bool = True   # re-evaluate individuals whose weights succession changed (released: False)
+    elitist_succession: bool = False        # True: the elites also enter selection unmoved, beside their moved versions
     # ablations (Table 5)
     use_initialization: bool = True         # False: the initial population is the experts themselves
     use_crossover: bool = True
@@ -90,11 +96,22 @@ class GenomeConfig:
             bad("experience_scale", "must be a finite number ≥ 0")
         from genome_nb.merge import MERGE_METHODS
         if self.merge_method not in MERGE_METHODS: bad("merge_method", f"must be one of {sorted(MERGE_METHODS)}")
-        for f in ("use_initialization", "use_crossover", "use_mutation", "use_succession", "use_ensemble", "rescore_after_succession"):
+        for f in ("use_initialization", "use_crossover", "use_mutation", "use_succession", "use_ensemble", "rescore_after_succession",
+                  "elitist_succession"):
             if not isinstance(getattr(self, f), bool): bad(f, "must be true or false")
         for f, ok in (("init_weights", ("uniform", "released")), ("crossover_count", ("trials", "expected")),
-                      ("selection", ("proportional", "tournament", "random")), ("succession_scheme", ("paper", "released"))):
+                      ("selection", ("proportional", "tournament", "random", "random_all")),
+                      ("elite_rounding", ("ceil", "floor", "round")), ("succession_scheme", ("paper", "released")),
+                      ("initial_experience", ("random", "released"))):
             if getattr(self, f) not in ok: bad(f, f"must be one of {ok}")
+        if self.initial_experience == "released" and self.succession_scheme != "released":
+            bad("initial_experience", "velocities v_i = w_j − w_i belong to succession_scheme='released'; "
+                                      "the paper's experience vectors start random ('random')")
+        if self.lam_decay is not None:
+            if self.succession_scheme != "released":
+                bad("lam_decay", "the paper's λ is fixed; φ_λ applies only to succession_scheme='released' (leave it None)")
+            if isinstance(self.lam_decay, bool) or not isinstance(self.lam_decay, (int, float)) or not 0.0 < self.lam_decay <= 1.0:
+                bad("lam_decay", "φ_λ must be a number in (0, 1]")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0: bad("seed", "must be an integer ≥ 0")
 
     def to_dict(self) -> dict: return {**asdict(self), "phi": list(self.phi)}
@@ -236,9 +253,31 @@ def evaluator_record(evaluator: Evaluator) -> dict:
     return dict(engine=evaluator.engine.fingerprint, mode=evaluator.mode, n_val=evaluator.n_val,
                 n_test=evaluator.n_test, split_seed=evaluator.split_seed, val_draw=getattr(evaluator, "val_draw", None))
 
-def check_same_config(run_dir: Path, cfg_json: Mapping) -> None:
+# fields that evaluator_record gained after runs were first recorded, with the value an older config.json meant
+EVALUATOR_ADDED = dict(val_draw=None)
+
+def _fill_absent(old: dict, absent: Mapping) -> dict:
+    """`old` with the leaf keys of `absent` it lacks filled in; a section (a mapping in `absent`) is entered only where
+    `old` has it, never added whole; keys `old` has are kept as they are."""
+    out = dict(old)
+    for k, v in absent.items():
+        if isinstance(v, Mapping):
+            if isinstance(out.get(k), Mapping): out[k] = _fill_absent(out[k], v)
+        elif k not in out: out[k] = v
+    return out
+
+def config_defaults(cls) -> dict:
+    "JSON values of the defaults of a config dataclass: what a config.json written before a field existed meant by it."
+    return json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}))
+
+def check_same_config(run_dir: Path, cfg_json: Mapping,
+                      absent: Mapping | None = None,  # values for keys an older config.json lacks, e.g. {"config": {...}}
+                      ) -> None:
     "Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences."
     old = json.loads((Path(run_dir) / "config.json").read_text())
+    # a field added to the configuration since the run started is absent from its config.json; the run used the
+    # field's default, so the absent key reads as that default (a non-default value is still refused, by name)
+    old = _fill_absent(old, {"evaluator": EVALUATOR_ADDED, **(absent or {})})
     # not compared: the environment (library versions, host) and the data manifest's digest, which changes whenever
     # another dataset's splits get built; the per-split digests under "data" pin the examples a run scores
     skip = ("environment", "data_manifest")
@@ -274,7 +313,7 @@ def evolve(
                     **(dict(extra_config) if extra_config else {}))
     with RunLock(run_dir):
         if (run_dir / "final.json").is_file() and (run_dir / "config.json").is_file():
-            check_same_config(run_dir, cfg_json)
+            check_same_config(run_dir, cfg_json, absent=dict(config=config_defaults(GenomeConfig)))
             return json.loads((run_dir / "final.json").read_text())
         return _evolve(names, genomes, tasks, weights, config, evaluator, run_dir, cfg_json, progress)
 
@@ -284,7 +323,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
     plus = config.use_succession
     t_start = time.perf_counter()
     if ckpt_path.is_file():                                   # resume
-        check_same_config(run_dir, cfg_json)
+        check_same_config(run_dir, cfg_json, absent=dict(config=config_defaults(GenomeConfig)))
         ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
         gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
         start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
@@ -301,7 +340,10 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
             inits, origins = list(genomes), [dict(op="expert", name=n) for n in names]
         pop = [Individual(f"i{k}", g, None, None, o) for k, (g, o) in enumerate(zip(inits, origins))]
         counters["next_id"] = len(pop)
-        if plus:
+        if plus and config.initial_experience == "released":   # the released PSO's v_i = w_j − w_i, j uniform
+            members = [i.genome for i in pop]
+            for ind in pop: ind.experience = init_velocity(ind.genome, members, gen)
+        elif plus:
             for ind in pop: ind.experience = init_experience(ind.genome, gen, scale=config.experience_scale)
         _evaluate(evaluator, pop, tasks, weights, counters)
         best = max(pop, key=lambda i: i.fitness)
@@ -334,17 +376,23 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
                     g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
                     born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
         _evaluate(evaluator, born, tasks, weights, counters)
+        unmoved = []
         if plus:                                                     # succession (Eq. 5)
+            if config.elitist_succession:                            # the elites also enter selection as they are
+                unmoved = _topk(pop, elite_count(config.population_size, config.elite_ratio, config.elite_rounding))
+            decay = {} if config.lam_decay is None else dict(lam_decay=config.lam_decay)
             new_w, new_e, state = succession([i.genome for i in pop], [i.experience for i in pop], [i.fitness for i in pop],
-                                             state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme)
+                                             state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme,
+                                             **decay)
             moved = []
             for i, (ind, w, e) in enumerate(zip(pop, new_w, new_e)):
                 stale = ind.fitness if not config.rescore_after_succession else None
                 pop[i] = Individual(new_id(), w, stale, e, dict(op="succession", parent=ind.id, generation=k))
                 moved.append(pop[i])
             _evaluate(evaluator, moved, tasks, weights, counters)
-        pool = pop + born                                            # selection
-        keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection)
+        pool = pop + born + unmoved                                  # selection
+        keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
+                      elite_rounding=config.elite_rounding)
         pop = [pool[i] for i in keep]
         gen_best = max(pool, key=lambda i: i.fitness)
         if gen_best.fitness > best.fitness: best = gen_best

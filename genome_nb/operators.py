@@ -138,7 +138,8 @@ def select(
     n: int,                          # N: how many survive
     elite_ratio: float,              # α: share of n kept as elites (the best by fitness)
     generator: torch.Generator,      # the run's source of randomness
-    scheme: Literal["proportional", "tournament", "random"] = "proportional",  # how the non-elite survivors are drawn
+    scheme: Literal["proportional", "tournament", "random", "random_all"] = "proportional",  # how the non-elites are drawn;
+                                     # "random_all": all n uniformly from everyone, no elites
     tournament_size: int = 3,        # for scheme="tournament" (the released code's value)
     elite_rounding: Literal["ceil", "floor", "round"] = "ceil",  # ⌈αn⌉ (default), or the released codes' floor / round
 ) -> list[int]:                      # n distinct indices: elites first (best first), then the drawn ones
@@ -146,11 +147,12 @@ def select(
     _check_gen(generator)
     f = _fitness(fitness)
     if not isinstance(n, int) or n < 1: raise ValueError(f"n must be a positive int, got {n!r}")
-    if scheme not in ("proportional", "tournament", "random"): raise ValueError(f"unknown selection scheme {scheme!r}")
+    if scheme not in ("proportional", "tournament", "random", "random_all"): raise ValueError(f"unknown selection scheme {scheme!r}")
     if tournament_size < 1: raise ValueError(f"tournament_size must be >= 1, got {tournament_size}")
     order = torch.sort(f, descending=True, stable=True).indices.tolist()
     if len(order) <= n: return order
     k = elite_count(n, elite_ratio, elite_rounding)
+    if scheme == "random_all": return torch.randperm(len(order), generator=generator)[:n].tolist()   # draw order
     elites, pool = order[:k], sorted(order[k:])
     need = n - k
     if need == 0: return elites
