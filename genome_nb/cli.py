@@ -488,7 +488,7 @@ TIMED, READERS = ("time_efficiency", "hparam_sweep"), ("hparam_analysis", "figur
 def batch_stages(names: Sequence[str], jobs: int = 1) -> list[list[str]]:
     "The batch as stages run one after the other; the notebooks of a stage may run at once (`jobs` > 1)."
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
-    if jobs == 1: return [[n] for n in names]
+    if jobs == 1: return [[n] for n in names if n not in READERS] + [[n] for n in names if n in READERS]
     shared = [n for n in names if n not in TIMED + READERS]
     return ([shared] if shared else []) + [[n] for n in names if n in TIMED] + [[n] for n in names if n in READERS]
 
