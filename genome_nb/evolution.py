@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .genome import LoraGenome, check_compatible, save_adapter
 from .operators import (SuccessionState, crossover, elite_count, init_experience, init_velocity, initialize,
                                  make_generator, mutate, select, succession)
-from .fitness import Evaluator
+from .fitness import BudgetExhausted, Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
@@ -327,6 +327,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
         ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
         gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
         start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
+        if "charges" in counters: evaluator.restore_charges(counters["charges"])   # the validation budget spent so far
         # the checkpoint is the truth: a run killed between it and the history write left history.jsonl behind
         atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     else:
@@ -345,9 +346,13 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
             for ind in pop: ind.experience = init_velocity(ind.genome, members, gen)
         elif plus:
             for ind in pop: ind.experience = init_experience(ind.genome, gen, scale=config.experience_scale)
-        _evaluate(evaluator, pop, tasks, weights, counters)
+        try: _evaluate(evaluator, pop, tasks, weights, counters)
+        except BudgetExhausted as e:
+            raise ValueError(f"{config.method}: a validation budget of {e.cap:g} evaluations does not cover the initial population "
+                             f"({len(pop)} individuals need {e.need:g})") from e
         best = max(pop, key=lambda i: i.fitness)
         state, start = None, 1
+        counters["charges"] = evaluator.charges()
         history = [dict(generation=0, **_record(pop), global_best=best.fitness, new=len(pop),
                         ops={o: sum(i.origin["op"] == o for i in pop) for o in ("init", "expert")},
                         evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t_start, 3))]
@@ -360,51 +365,57 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
 
     bar = tqdm(range(start, config.iterations + 1), desc=f"{config.method} {'+'.join(t.name for t in tasks)}",
                disable=not progress, initial=start - 1, total=config.iterations)
+    stopped = None
     for k in bar:
-        t0 = time.perf_counter()
-        born = []
-        if config.use_crossover:                                     # crossover (Eq. 3)
-            kids, recs = crossover([i.genome for i in pop], [i.fitness for i in pop], config.crossover_rate, gen,
-                                   method=config.merge_method, count=config.crossover_count)
-            for g, r in zip(kids, recs):
-                a, b = pop[r["parents"][0]], pop[r["parents"][1]]
-                exp = a.experience * r["t"] + b.experience * (1 - r["t"]) if plus else None
-                born.append(Individual(new_id(), g, None, exp, dict(op="crossover", parents=[a.id, b.id], t=r["t"], generation=k)))
-        if config.use_mutation:                                      # mutation (Eq. 4)
-            for src in pop + list(born):
-                if torch.rand((), generator=gen).item() < config.individual_mutation_rate:
-                    g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
-                    born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
-        _evaluate(evaluator, born, tasks, weights, counters)
-        unmoved = []
-        if plus:                                                     # succession (Eq. 5)
-            if config.elitist_succession:                            # the elites also enter selection as they are
-                unmoved = _topk(pop, elite_count(config.population_size, config.elite_ratio, config.elite_rounding))
-            decay = {} if config.lam_decay is None else dict(lam_decay=config.lam_decay)
-            new_w, new_e, state = succession([i.genome for i in pop], [i.experience for i in pop], [i.fitness for i in pop],
-                                             state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme,
-                                             **decay)
-            moved = []
-            for i, (ind, w, e) in enumerate(zip(pop, new_w, new_e)):
-                stale = ind.fitness if not config.rescore_after_succession else None
-                pop[i] = Individual(new_id(), w, stale, e, dict(op="succession", parent=ind.id, generation=k))
-                moved.append(pop[i])
-            _evaluate(evaluator, moved, tasks, weights, counters)
-        pool = pop + born + unmoved                                  # selection
-        keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
-                      elite_rounding=config.elite_rounding)
-        pop = [pool[i] for i in keep]
-        gen_best = max(pool, key=lambda i: i.fitness)
-        if gen_best.fitness > best.fitness: best = gen_best
-        ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
-        ops["succession"] = len(pop) if plus else 0
-        history.append(dict(generation=k, **_record(pop), global_best=best.fitness, new=sum(ops.values()), ops=ops,
-                            evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t0, 3)))
-        save_checkpoint(ckpt_path, k, pop, best, state, gen, history, counters)
-        atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-        bar.set_postfix(best=f"{best.fitness:.3f}", mean=f"{history[-1]['mean']:.3f}")
+        # a generation is all or nothing: the evaluator refuses a call that would pass its validation budget
+        # (`BudgetExhausted`, before scoring), and the run then ends with the population of the last whole generation
+        try:
+            t0 = time.perf_counter()
+            born = []
+            if config.use_crossover:                                     # crossover (Eq. 3)
+                kids, recs = crossover([i.genome for i in pop], [i.fitness for i in pop], config.crossover_rate, gen,
+                                       method=config.merge_method, count=config.crossover_count)
+                for g, r in zip(kids, recs):
+                    a, b = pop[r["parents"][0]], pop[r["parents"][1]]
+                    exp = a.experience * r["t"] + b.experience * (1 - r["t"]) if plus else None
+                    born.append(Individual(new_id(), g, None, exp, dict(op="crossover", parents=[a.id, b.id], t=r["t"], generation=k)))
+            if config.use_mutation:                                      # mutation (Eq. 4)
+                for src in pop + list(born):
+                    if torch.rand((), generator=gen).item() < config.individual_mutation_rate:
+                        g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
+                        born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
+            _evaluate(evaluator, born, tasks, weights, counters)
+            unmoved = []
+            if plus:                                                     # succession (Eq. 5)
+                if config.elitist_succession:                            # the elites also enter selection as they are
+                    unmoved = _topk(pop, elite_count(config.population_size, config.elite_ratio, config.elite_rounding))
+                decay = {} if config.lam_decay is None else dict(lam_decay=config.lam_decay)
+                new_w, new_e, state = succession([i.genome for i in pop], [i.experience for i in pop], [i.fitness for i in pop],
+                                                 state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme,
+                                                 **decay)
+                moved = [Individual(new_id(), w, ind.fitness if not config.rescore_after_succession else None, e,
+                                    dict(op="succession", parent=ind.id, generation=k)) for ind, w, e in zip(pop, new_w, new_e)]
+                _evaluate(evaluator, moved, tasks, weights, counters)
+                pop = moved                                              # every member moved (Algorithm 2)
+            pool = pop + born + unmoved                                  # selection
+            keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
+                          elite_rounding=config.elite_rounding)
+            pop = [pool[i] for i in keep]
+            gen_best = max(pool, key=lambda i: i.fitness)
+            if gen_best.fitness > best.fitness: best = gen_best
+            ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
+            ops["succession"] = len(pop) if plus else 0
+            history.append(dict(generation=k, **_record(pop), global_best=best.fitness, new=sum(ops.values()), ops=ops,
+                                evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t0, 3)))
+            counters["charges"] = evaluator.charges()
+            save_checkpoint(ckpt_path, k, pop, best, state, gen, history, counters)
+            atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            bar.set_postfix(best=f"{best.fitness:.3f}", mean=f"{history[-1]['mean']:.3f}")
+        except BudgetExhausted as e:   # the pop and best of the last whole generation stand
+            stopped = dict(reason="validation budget", generation=k, spent=e.spent, cap=e.cap, needed=e.need)
+            break
     bar.close()
-    return _finish(pop, best, tasks, weights, config, evaluator, run_dir, counters, history)
+    return _finish(pop, best, tasks, weights, config, evaluator, run_dir, counters, history, stopped)
 
 # %% ../nbs/08_evolution.ipynb #51250405
 FREE_TEXT_METRICS = ("bleu", "exact_match", "f1", "pass@1")
@@ -455,7 +466,7 @@ def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Ev
     return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
                          final_started=t0)
 
-def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history) -> dict:
+def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history, stopped=None) -> dict:
     members = _topk(pop, config.top_k) if config.use_ensemble else []
     t0 = time.perf_counter()
     val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
@@ -463,6 +474,7 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
     final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
                  metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
                  evaluations=counters["evaluations"])
+    if stopped: final.update(stopped=stopped, generations_run=len(history) - 1)   # ended by the validation budget
     if not members:
         return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
                              final_started=t0)

@@ -274,6 +274,14 @@ class Evaluator:
         self._asked.update(new)
         self.budget.val_evaluations += cost
 
+    def charges(self) -> dict:
+        "The validation budget's state, for a checkpoint: evaluations spent and the (genome digest, task) pairs asked."
+        return dict(spent=self.budget.val_evaluations, asked=sorted(list(x) for x in self._asked))
+
+    def restore_charges(self, state: Mapping) -> None:
+        "Resume the budget count of a checkpointed run from `charges()` (what was asked before stays free)."
+        self.budget.val_evaluations, self._asked = float(state["spent"]), {tuple(x) for x in state["asked"]}
+
     def evaluate(self,
                  genomes: Sequence,           # LoraGenome (or None for the bare base model)
                  tasks: Sequence,             # Task objects
