@@ -88,10 +88,11 @@ def test_dare_kernels_equal_peft_and_rescale_is_the_only_difference():
         ours = get_merge_method(name).kernel(ts, w, 0.4, **extra)
         torch.manual_seed(0)
         assert torch.equal(ours, peft_fn(ts, w, 0.4, **extra))
-    # one genome, weight 1: every entry is dropped or kept; kept entries are x / density (paper) or x (released code)
+    # one genome, weight 1, tensor by tensor (space="lora"): every entry is dropped or kept; kept entries are
+    # x / density (paper) or x (released code)
     x = g1.flatten()
-    scaled = merge([g1], [1.0], method="dare_linear", density=0.25, generator=gen(0)).flatten()
-    plain = merge([g1], [1.0], method="dare_linear", density=0.25, rescale=False, generator=gen(0)).flatten()
+    scaled = merge([g1], [1.0], method="dare_linear", density=0.25, space="lora", generator=gen(0)).flatten()
+    plain = merge([g1], [1.0], method="dare_linear", density=0.25, rescale=False, space="lora", generator=gen(0)).flatten()
     kept = scaled != 0
     assert 0.1 < kept.float().mean() < 0.45
     assert torch.allclose(scaled[kept], x[kept] / 0.25) and torch.allclose(plain[kept], x[kept])
@@ -99,15 +100,16 @@ def test_dare_kernels_equal_peft_and_rescale_is_the_only_difference():
 
 
 def test_ties_and_magnitude_prune():
+    "The kernels tensor by tensor (space='lora'; their default space is ΔW, tested below)."
     g1, g2 = toy_genome(1), toy_genome(2)
-    assert torch.allclose(merge([g1, g1], [1, 1], method="ties", density=1.0).flatten(), g1.flatten(), atol=1e-7)
-    pruned = merge([g1], [1.0], method="magnitude_prune", density=0.5)
+    assert torch.allclose(merge([g1, g1], [1, 1], method="ties", density=1.0, space="lora").flatten(), g1.flatten(), atol=1e-7)
+    pruned = merge([g1], [1.0], method="magnitude_prune", density=0.5, space="lora")
     for name, t in pruned.items():
         keep = int(0.5 * t.numel())
         assert int((t != 0).sum()) == keep
         assert t.abs().max() == g1[name].abs().max()  # the largest entries survive
     # ties: where both parents agree in sign and survive pruning, the result is their weighted mean
-    out = merge([g1, g2], [1, 1], method="ties", density=1.0).flatten()
+    out = merge([g1, g2], [1, 1], method="ties", density=1.0, space="lora").flatten()
     a, b = g1.flatten(), g2.flatten()
     agree = torch.sign(a) == torch.sign(b)
     assert torch.allclose(out[agree], (a[agree] + b[agree]) / 2, atol=1e-7)
@@ -145,6 +147,24 @@ def test_lora_space_is_not_delta_space():
     s = g1.spec.scaling
     expanded = s * (t * t * B1 @ A1 + (1 - t) ** 2 * B2 @ A2 + t * (1 - t) * (B1 @ A2 + B2 @ A1))
     assert torch.allclose(lora.delta_weights()[m], expanded, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, density=st.floats(0.6, 0.9), n=st.integers(8, 10))
+def test_task_vector_methods_act_on_delta_w(seed, density, n):
+    "DARE-TIES of n identical experts is ΔW / density on ΔW (the default), not ΔW / density² as on A and B."
+    # every survivor of an entry is x / density, and TIES averages the survivors; an entry all n experts dropped
+    # (probability (1 - density)^n ≤ 0.4^8 here) is 0, hence the 2% tolerance
+    g = toy_genome(seed, dim=16)
+    assert {m.name: m.space for m in MERGE_METHODS.values()} == {
+        "linear": "lora", "task_arithmetic": "lora", "ties": "delta", "dare_linear": "delta", "dare_ties": "delta",
+        "magnitude_prune": "delta"}
+    norm = lambda x: float(sum((d ** 2).sum() for d in x.delta_weights().values()).sqrt())
+    out = merge([g] * n, [1.0] * n, method="dare_ties", density=density, generator=gen(seed))
+    assert out.spec == g.spec                                   # refactored back to rank r
+    assert abs(norm(out) / norm(g) - 1 / density) < 0.02 / density
+    lora = merge([g] * n, [1.0] * n, method="dare_ties", density=density, space="lora", generator=gen(seed))
+    assert abs(norm(lora) / norm(g) - density ** -2) < 0.02 * density ** -2
 
 
 def test_svd_factor_pads_when_rank_exceeds_the_matrix():
