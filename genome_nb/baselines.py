@@ -25,9 +25,10 @@ from .evolution import (Individual, RunLock, atomic_write, check_fields, check_s
                                  finish_single, run_environment, write_json, write_results)
 
 # %% auto #0
-__all__ = ['BASELINES', 'BASELINE_CONFIGS', 'BaselineConfig', 'BaselineRun', 'BestSingleConfig', 'best_single', 'DataMergeConfig',
-           'data_merge', 'ExpertFusionConfig', 'expert_fusion', 'DareTiesConfig', 'dare_ties', 'LoraHubConfig',
-           'lorahub_objective', 'lorahub', 'IRTModel', 'fit_irt', 'fit_ability', 'select_anchors', 'irt_estimate',
+__all__ = ['BASELINES', 'BASELINE_CONFIGS', 'BaselineConfig', 'BaselineRun', 'BestSingleConfig', 'best_single', 'finish_ensemble',
+           'ExpertEnsembleConfig', 'expert_ensemble', 'DataMergeConfig', 'data_merge', 'ExpertFusionConfig',
+           'expert_fusion', 'DareTiesConfig', 'dare_ties', 'LoraHubConfig', 'lorahub_l1', 'lorahub_objective',
+           'choice_loss', 'gold_nll', 'lorahub', 'IRTModel', 'fit_irt', 'fit_ability', 'select_anchors', 'irt_estimate',
            'AnchorTask', 'Merge3Config', 'merge3', 'PackLLMConfig', 'pack_weights', 'fuse_choice_scores',
            'fused_generate', 'pack_of_llms', 'ModelSwarmsConfig', 'swarm_velocity', 'model_swarms', 'baseline_config',
            'run_baseline', 'hyperparameters']
@@ -166,6 +167,72 @@ def best_single(
         return run.finish(best, experts_fitness=dict(zip(run.names, f)))
     return _run(body, config, BestSingleConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config)
 
+# %% ../nbs/11_baselines.ipynb #5b9d2e41
+from .ensemble import ensemble_predict
+from .evolution import best_record, is_free_text
+
+def finish_ensemble(
+    run: BaselineRun,
+    best: Individual,                   # the single model the run chose (final.json's `best`)
+    members: Sequence[Individual],      # the ensemble, best-first by validation fitness
+    **fields,                           # method-specific final.json keys
+) -> dict:                              # the content of final.json
+    "GENOME+'s end for a baseline: best and members scored on validation and, for the first time, test; the members answer together."
+    members = list(members)
+    if not members: raise ValueError(f"{run.config.method}: an ensemble needs at least one member")
+    ev, tasks, weights = run.evaluator, run.tasks, run.weights
+    t0 = time.perf_counter()
+    gs = [best.genome] + [m.genome for m in members]
+    val, test = ev.evaluate(gs, tasks, "validation", weights), ev.evaluate(gs, tasks, "test", weights)
+    final = dict(fields, method=run.config.method, seed=run.config.seed, tasks=[t.name for t in tasks],
+                 metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
+                 evaluations=run.counters["evaluations"], reported_from="ensemble")
+    ens, rows = dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])]), []
+    for split, res in (("validation", val), ("test", test)):
+        ens[split] = {}
+        for t in tasks:
+            ms = [res.scores[1 + j][t.name] for j in range(len(members))]
+            preds = ensemble_predict([m.predictions for m in ms], free_text=is_free_text(t))
+            exs = ev.examples(t, split)
+            sc = t.score(preds, exs)
+            ens[split][t.name] = float(sc[t.metric])
+            if split == "test":
+                b = res.scores[0][t.name]
+                for j, e in enumerate(exs):
+                    rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
+                                     best_score=b.per_example[j] if b.per_example else None, ensemble=preds[j],
+                                     ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
+                                     members=[m.predictions[j] for m in ms]))
+    final["ensemble"] = ens
+    adapters = {"best": best.genome, **{f"member{j}": m.genome for j, m in enumerate(members)}}
+    return write_results(run.run_dir, final, rows, ev, run.counters, adapters, final_started=t0)
+
+@dataclass
+class ExpertEnsembleConfig(BaselineConfig):
+    "Direct Top-k Ensemble: how many of the best experts answer together."
+    method: ClassVar[str] = "expert_ensemble"
+    sources: ClassVar[dict] = {"top_k": "paper Table 18 (Direct Top-3 Ensemble, 'same k and prompts'); A.3 (top-3)"}
+    top_k: int = 3                      # ensemble size (GENOME+'s GenomeConfig.top_k)
+
+    def validate(self):
+        super().validate()
+        self._number("top_k", 1, integer=True)
+
+def expert_ensemble(experts, tasks, config: ExpertEnsembleConfig | None = None, evaluator: Evaluator | None = None, run_dir=None,
+                    task_weights=None, progress: bool = True, extra_config: Mapping | None = None) -> dict:
+    "Table 18's Direct Top-3 Ensemble: the k experts with the best validation fitness answer together, as GENOME+'s top-k do."
+    cfg = config if config is not None else ExpertEnsembleConfig()
+    if isinstance(cfg, ExpertEnsembleConfig) and cfg.top_k > len(experts):
+        raise ValueError(f"ExpertEnsembleConfig.top_k={cfg.top_k}: only {len(experts)} experts to choose from")
+    def body(run: BaselineRun) -> dict:
+        f = run.fitness(run.genomes)
+        order = sorted(range(len(f)), key=lambda i: (-f[i], i))     # ties in expert order, as GENOME+'s _topk
+        members = [Individual(run.names[i], run.genomes[i], f[i], origin=dict(op="expert", name=run.names[i]))
+                   for i in order[:run.config.top_k]]
+        run.log(generation=0, fitness=dict(zip(run.names, f)), members=[m.id for m in members])
+        return finish_ensemble(run, members[0], members, experts_fitness=dict(zip(run.names, f)))
+    return _run(body, config, ExpertEnsembleConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config)
+
 # %% ../nbs/11_baselines.ipynb #971f8a05
 @dataclass
 class DataMergeConfig(BaselineConfig):
@@ -255,12 +322,19 @@ def dare_ties(experts, tasks, config: DareTiesConfig | None = None, evaluator: E
     return _run(body, config, DareTiesConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config)
 
 # %% ../nbs/11_baselines.ipynb #c8457b80
+from scipy.special import log_softmax
+from .engines import split_candidates
+from .fitness import ScoreCache, TaskScore
+from .tasks import CodeTask
+
 @dataclass
 class LoraHubConfig(BaselineConfig):
-    "LoraHub: budget, bounds, L1 penalty, start, optimiser."
+    "LoraHub: objective, budget, bounds, L1 penalty, start, optimiser."
     method: ClassVar[str] = "lorahub"
-    sources: ClassVar[dict] = {"budget": "paper A.3 (50 iterations)", "bounds": "LoraHub code", "l1": "LoraHub code (0.05 · mean|w|)",
+    sources: ClassVar[dict] = {"objective": "LoraHub code (get_score = get_loss + default_l1_regularization)",
+                               "budget": "paper A.3 (50 iterations)", "bounds": "LoraHub code", "l1": "LoraHub code (0.05 · mean|w|)",
                                "init": "LoraHub code (zeros)", "optimizer": "LoraHub code (NGOpt)"}
+    objective: str = "loss"             # "loss": the gold answers' NLL (LoraHub); "accuracy": −validation fitness
     budget: int = 50                    # validation evaluations
     bounds: tuple = (-1.5, 1.5)         # (lower, upper) of every coefficient
     l1: float = 0.05                    # penalty weight on mean |w_i|
@@ -269,6 +343,7 @@ class LoraHubConfig(BaselineConfig):
 
     def validate(self):
         super().validate()
+        self._choice("objective", ("loss", "accuracy"))
         self._number("budget", 1, integer=True)
         self.bounds = tuple(float(b) for b in self.bounds) if isinstance(self.bounds, (list, tuple)) else self.bounds
         if not (isinstance(self.bounds, tuple) and len(self.bounds) == 2 and self.bounds[0] < self.bounds[1]):
@@ -278,18 +353,100 @@ class LoraHubConfig(BaselineConfig):
         import nevergrad as ng
         if self.optimizer not in ng.optimizers.registry: self._bad("optimizer", "is not in nevergrad's optimizer registry")
 
+def lorahub_l1(weights: Sequence[float], l1: float = 0.05) -> float:
+    "LoraHub's `default_l1_regularization`: l1 · mean |w_i|."
+    return float(l1) * float(np.mean(np.abs(np.asarray(weights, dtype=float))))
+
 def lorahub_objective(
-    fitness: float,                     # validation fitness of the merged model
-    weights: Sequence[float],           # its coefficients w_i
+    value: float,                       # the data term to minimise: the gold answers' loss, or −fitness
+    weights: Sequence[float],           # the coefficients w_i
     l1: float,                          # penalty weight
-) -> float:                             # J = fitness − l1 · mean |w_i| (to maximise)
-    "LoraHub's objective: validation fitness minus an L1 penalty on the coefficients."
-    return float(fitness) - float(l1) * float(np.mean(np.abs(np.asarray(weights, dtype=float))))
+) -> float:                             # J = value + l1 · mean |w_i| (to minimise)
+    "What LoraHub minimises (its `get_score`): the data term plus the L1 penalty on the coefficients."
+    return float(value) + lorahub_l1(weights, l1)
+
+def choice_loss(
+    task,                               # a task scored from log-probabilities
+    exs: Sequence,                      # its examples, in the evaluator's order
+    scores: Sequence[Sequence[float]],  # per example, the options' scores that decide (`TaskScore.outputs`)
+) -> list[float]:                       # per example, −log softmax(scores)[gold]
+    "Cross-entropy of the gold option under the softmax of the scoring mode's option scores."
+    out = []
+    for ex, s in zip(exs, scores):
+        j = task.choice_labels(ex).index(task.gold(ex))
+        out.append(-float(log_softmax(np.asarray(s, dtype=np.float64))[j]))
+    return out
+
+def _gold_target(task, ex) -> tuple[str, str]:
+    "The assistant prefix after which a generated task's gold answer is scored, and the gold answer."
+    if isinstance(task, CodeTask): return "", task.gold(ex)   # MBPP answers with the program itself
+    return f"{task.marker}: ", task.gold(ex)                  # the answer line the task's prompt asks for
+
+def gold_nll(
+    evaluator: Evaluator,               # its engine, splits, shots and caps
+    genomes: Sequence,                  # LoraGenome (or None: the base model)
+    task, split: str = "validation",
+    cache: ScoreCache | None = None,    # where the NLLs are kept (a run's cache/gold_nll.jsonl); None: not kept
+) -> list[list[float]]:                 # [genome][example] mean NLL per token of the gold answer
+    "Teacher-forced mean token NLL of each example's gold answer after its prompt (one engine pass, no decoding)."
+    exs, eng = evaluator.examples(task, split), evaluator.engine
+    ctx, tgt = [], []
+    for ex in exs:
+        prefix, gold = _gold_target(task, ex)
+        sh = task.shots(ex, split, seed=evaluator.split_seed)
+        ctx.append(eng.render(task.user_message(ex, "generate", sh), prefix)); tgt.append([str(gold)])
+    n_tok = [len(l[0]) for l in split_candidates(eng.tokenizer, ctx, tgt)[1]]
+    tag = hashlib.sha256(json.dumps([ctx, tgt], ensure_ascii=False).encode()).hexdigest()[:16]
+    digests = [g.digest() if g is not None else "base" for g in genomes]
+    evaluator._check_base(genomes, digests)             # an adapter of another base model must not score
+    keys = [f"{evaluator.key(d, task, split)}|gold_nll|{tag}" for d in digests]
+    todo, mem = {}, {}
+    for d, k, g in zip(digests, keys, genomes):
+        if cache is not None and cache.get(k) is not None: evaluator.budget.cache_hits += 1
+        else: todo.setdefault(k, (d, g))
+    if todo:
+        t0, s = time.perf_counter(), eng.stats
+        before = s.tokens_computed + s.tokens_padded
+        lps = eng.score_choices([g for _, g in todo.values()], ctx, tgt)
+        evaluator.budget.tokens += s.tokens_computed + s.tokens_padded - before
+        evaluator.budget.evaluations += len(todo); evaluator.budget.examples += len(todo) * len(exs)
+        evaluator.budget.seconds += time.perf_counter() - t0
+        for (k, (d, _)), lp in zip(todo.items(), lps):
+            nll = [-row[0] / n for row, n in zip(lp, n_tok)]
+            if not all(math.isfinite(x) for x in nll):
+                raise ValueError(f"task {task.name!r} ({split}): genome {d[:8]} gives NaN/Inf gold log-probabilities")
+            ts = TaskScore(task=task.name, split=split, mode="gold_nll", score=float(np.mean(nll)), fitness=-float(np.mean(nll)),
+                           metrics={"nll": float(np.mean(nll))}, predictions=[], ids=[e.id for e in exs], per_example=nll)
+            mem[k] = ts
+            if cache is not None: cache.put(k, ts)
+    return [list((cache.get(k) if cache is not None and cache.get(k) is not None else mem[k]).per_example) for k in keys]
 
 # %% ../nbs/11_baselines.ipynb #658065bc
+def _lorahub_value(run: BaselineRun, g: LoraGenome, objective: str, cache: ScoreCache | None) -> tuple[float, dict]:
+    "The data term of one merge (the gold answers' loss, or −fitness) and what to log about it."
+    if objective == "accuracy":
+        f = run.fitness([g])[0]
+        return -f, dict(fitness=f)
+    ev = run.evaluator
+    lp = [t for t in run.tasks if ev.mode_for(t) in LOGPROB_MODES]
+    per, fit = {}, {}
+    if lp:   # the option scores and the accuracy come from the same cached pass
+        res = run.validate([g], lp)
+        for t in lp:
+            ts = res.scores[0][t.name]
+            per[t.name] = float(np.mean(choice_loss(t, ev.examples(t, "validation"), ts.outputs)))
+            fit[t.name] = ts.fitness
+    else: run.counters["evaluations"] += 1
+    for t in run.tasks:
+        if t.name not in per: per[t.name] = float(np.mean(gold_nll(ev, [g], t, "validation", cache)[0]))
+    W = sum(run.weights)
+    rec = dict(loss=sum(w * per[t.name] for w, t in zip(run.weights, run.tasks)) / W, task_loss=per)
+    if len(fit) == len(run.tasks): rec["fitness"] = sum(w * fit[t.name] for w, t in zip(run.weights, run.tasks)) / W
+    return rec["loss"], rec
+
 def lorahub(experts, tasks, config: LoraHubConfig | None = None, evaluator: Evaluator | None = None, run_dir=None,
             task_weights=None, progress: bool = True, extra_config: Mapping | None = None) -> dict:
-    "LoraHub: nevergrad searches one coefficient per expert for validation fitness minus an L1 penalty."
+    "LoraHub: nevergrad searches one coefficient per expert minimising the gold answers' loss (or −fitness) plus an L1 penalty."
     import nevergrad as ng
     def body(run: BaselineRun) -> dict:
         c, n = run.config, len(run.genomes)
@@ -298,6 +455,7 @@ def lorahub(experts, tasks, config: LoraHubConfig | None = None, evaluator: Eval
             init = np.array([x / sum(f) for x in f]) if sum(f) > 0 else np.full(n, 1 / n)
             init = np.clip(init, *c.bounds)
         else: init = np.zeros(n)
+        cache = ScoreCache(run.run_dir / "cache" / "gold_nll.jsonl") if c.objective == "loss" else None
         param = ng.p.Array(init=init, lower=c.bounds[0], upper=c.bounds[1])
         param.random_state = np.random.RandomState(c.seed)
         opt = ng.optimizers.registry[c.optimizer](parametrization=param, budget=c.budget)
@@ -308,14 +466,16 @@ def lorahub(experts, tasks, config: LoraHubConfig | None = None, evaluator: Eval
                 cand = opt.ask()
                 w = [float(x) for x in cand.value]
                 g = merge(run.genomes, w, method="task_arithmetic")
-                f = run.fitness([g])[0]
-                J = lorahub_objective(f, w, c.l1)
-                opt.tell(cand, -J)
-                if best is None or J > best[0]: best = (J, k, w, g, f)
-                run.log(generation=k, coefficients=w, fitness=f, objective=J, best_objective=best[0])
-        J, k, w, g, f = best
-        ind = Individual(f"c{k}", g, f, origin=dict(op="lorahub", candidate=k, coefficients=dict(zip(run.names, w))))
-        return run.finish(ind, coefficients=dict(zip(run.names, w)), objective=J)
+                value, rec = _lorahub_value(run, g, c.objective, cache)
+                J = lorahub_objective(value, w, c.l1)
+                opt.tell(cand, J)
+                if best is None or J < best[0]: best = (J, k, w, g, rec)
+                run.log(generation=k, coefficients=w, objective=c.objective, **rec, l1_penalty=lorahub_l1(w, c.l1),
+                        objective_value=J, best_objective_value=best[0])
+        J, k, w, g, rec = best
+        ind = Individual(f"c{k}", g, rec.get("fitness"), origin=dict(op="lorahub", candidate=k, coefficients=dict(zip(run.names, w))))
+        return run.finish(ind, coefficients=dict(zip(run.names, w)), objective=c.objective, objective_value=J,
+                          l1_penalty=lorahub_l1(w, c.l1), **({"loss": rec["loss"], "task_loss": rec["task_loss"]} if "loss" in rec else {}))
     return _run(body, config, LoraHubConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config)
 
 # %% ../nbs/11_baselines.ipynb #7e856242
@@ -683,7 +843,8 @@ class ModelSwarmsConfig(BaselineConfig):
                                "step_length": "Model Swarms code (1)", "step_length_factor": "Model Swarms code (0.95)",
                                "min_step_length": "Model Swarms code (0.1)", "patience": "Model Swarms code (10)",
                                "restart_patience": "Model Swarms code (0.5 × patience)",
-                               "starting_velocity": "Model Swarms code (random)", "weight_randomness": "Model Swarms code (1)"}
+                               "starting_velocity": "Model Swarms code (random)", "weight_randomness": "Model Swarms code (1)",
+                               "top_k_ensemble": "GENOME+'s top-k ensemble (paper A.3: top-3), for comparison; 0: off"}
     population_size: int | None = None  # N particles (None: one per expert)
     iterations: int = 10                # K
     inertia: float = 0.4                # φ_v
@@ -697,6 +858,7 @@ class ModelSwarmsConfig(BaselineConfig):
     restart_patience: int = 5           # restart a particle whose personal best is this many iterations old (0: never)
     starting_velocity: str = "random"   # "random" (x_j − x_i), "zero", or "best" (g − x_i)
     weight_randomness: bool = True      # the r factors ~ U(0, 1); False: all 1
+    top_k_ensemble: int = 0             # k > 0: the k best personal bests answer together (GENOME+'s ensemble); 0: off
 
     def validate(self):
         super().validate()
@@ -710,6 +872,7 @@ class ModelSwarmsConfig(BaselineConfig):
         self._number("restart_patience", 0, integer=True)
         self._choice("starting_velocity", ("random", "zero", "best"))
         if not isinstance(self.weight_randomness, bool): self._bad("weight_randomness", "must be True or False")
+        self._number("top_k_ensemble", 0, integer=True)
 
 def swarm_velocity(
     x: torch.Tensor, v: torch.Tensor,   # the particle's weights and velocity (flat)
@@ -732,6 +895,8 @@ def model_swarms(experts, tasks, config: ModelSwarmsConfig | None = None, evalua
         c, names, genomes = run.config, run.names, run.genomes
         n = len(genomes); N = c.population_size or n
         if N < n: raise ValueError(f"ModelSwarmsConfig.population_size={N} is smaller than the {n} experts; every expert is a particle")
+        if c.top_k_ensemble > N:
+            raise ValueError(f"ModelSwarmsConfig.top_k_ensemble={c.top_k_ensemble} is larger than the swarm's {N} particles")
         gen, template = torch.Generator().manual_seed(c.seed), genomes[0]
         rand = lambda: float(torch.rand((), generator=gen))
         X = [g.flatten() for g in genomes]
@@ -780,16 +945,23 @@ def model_swarms(experts, tasks, config: ModelSwarmsConfig | None = None, evalua
                     fitness=F, personal_best=list(PF), step_length=lam, restarts=restarts)
         best = Individual(f"p{g_at[0]}@{g_at[1]}", template.unflatten(G), GF,
                           origin=dict(op="model_swarms", particle=g_at[0], iteration=g_at[1], start=origins[g_at[0]]))
-        return run.finish(best, iterations=done)
+        if not c.top_k_ensemble: return run.finish(best, iterations=done)
+        # the ensemble: g (the personal best of the particle that found it) and the k − 1 next best personal bests
+        top = [g_at[0]] + sorted((i for i in range(N) if i != g_at[0]), key=lambda i: (-PF[i], i))[:c.top_k_ensemble - 1]
+        members = [Individual(f"p{i}*", template.unflatten(P[i]), PF[i], origin=dict(op="model_swarms", particle=i,
+                              personal_best=True, start=origins[i])) for i in top]
+        return finish_ensemble(run, best, members, iterations=done)
     return _run(body, config, ModelSwarmsConfig, experts, tasks, evaluator, run_dir, task_weights, progress, extra_config,
                 min_experts=2)
 
 # %% ../nbs/11_baselines.ipynb #b1a3a257
 BASELINES: dict[str, Callable] = {"best_single": best_single, "data_merge": data_merge, "expert_fusion": expert_fusion,
                                   "dare_ties": dare_ties, "lorahub": lorahub, "merge3": merge3,
-                                  "pack_of_llms": pack_of_llms, "model_swarms": model_swarms}
+                                  "pack_of_llms": pack_of_llms, "model_swarms": model_swarms,
+                                  "expert_ensemble": expert_ensemble}
 BASELINE_CONFIGS: dict[str, type] = {c.method: c for c in (BestSingleConfig, DataMergeConfig, ExpertFusionConfig, DareTiesConfig,
-                                                            LoraHubConfig, Merge3Config, PackLLMConfig, ModelSwarmsConfig)}
+                                                            LoraHubConfig, Merge3Config, PackLLMConfig, ModelSwarmsConfig,
+                                                            ExpertEnsembleConfig)}
 
 def baseline_config(method: str, config: BaselineConfig | Mapping | None = None) -> BaselineConfig:
     "The configuration of `method` from an instance, a dict, or None (the defaults)."
