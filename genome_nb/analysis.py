@@ -25,7 +25,8 @@ __all__ = ['METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'H
 METHOD_LABELS = {  # method name in final.json → row label, in the order of the paper's Table 1
     "best_single": "Best Single", "data_merge": "Data Merge", "dare_ties": "DARE_TIES",
     "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3": "MERGE³-LoRA",
-    "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "genome": "GENOME", "genome_plus": "GENOME+"}
+    "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "expert_ensemble": "Direct Top-3 Ensemble",
+    "genome": "GENOME", "genome_plus_best": "GENOME+ (best individual)", "genome_plus": "GENOME+"}
 
 TASK_LABELS = {  # task name → column label, in the order of the paper's Table 1, then the other tasks
     "mmlu": "MMLU", "mmlu_pro": "MMLUPro", "gsm8k": "GSM8k", "math": "MATH", "mgsm": "MGSM",
@@ -283,14 +284,14 @@ REPORTS = ("best", "ensemble")
 
 def reported_from(final: Mapping, where: str = "final.json") -> str:
     """Which score a run reports, "ensemble" or "best": the one rule behind every table, the CLI and the paired tests.
-    A run whose final.json says so (`"reports"`, written by a method whose answer is an ensemble) is taken at its word;
+    A run whose final.json says so (`"reported_from"`, written by a method whose answer is an ensemble) is taken at its word;
     otherwise GENOME+ reports its ensemble (the paper does) and every other method its best individual, GENOME with
     `use_ensemble=True` (the hyperparameter sweep) included: its ensemble is Table 9's separate "Ensemble" outcome."""
-    r = final.get("reports")
+    r = final.get("reported_from")
     if r is not None:
-        if r not in REPORTS: raise ValueError(f"{where}: field 'reports' = {r!r}; expected one of {REPORTS}")
+        if r not in REPORTS: raise ValueError(f"{where}: field 'reported_from' = {r!r}; expected one of {REPORTS}")
         if r == "ensemble" and not isinstance(final.get("ensemble"), Mapping):
-            raise ValueError(f"{where}: field 'reports' = 'ensemble' but the run has no 'ensemble' scores")
+            raise ValueError(f"{where}: field 'reported_from' = 'ensemble' but the run has no 'ensemble' scores")
         return r
     return "ensemble" if final.get("method") == "genome_plus" and isinstance(final.get("ensemble"), Mapping) else "best"
 
@@ -360,6 +361,15 @@ def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
                                                                        "tokens", "opt_seconds", "eval_seconds")}}
         rows.append(r)
     return rows
+
+def with_best_rows(df: pd.DataFrame, methods: Sequence[str] = ("genome_plus",)) -> pd.DataFrame:
+    """`load_results` rows plus, for each run of `methods` that reports its ensemble, a copy reporting its best
+    individual as method `<m>_best` (GENOME+ in the tables both ways: the paper reports the ensemble, a single model
+    is what a user deploys)."""
+    extra = df[df.method.isin(methods) & (df.reported_from == "ensemble")].copy()
+    extra["method"], extra["reported"], extra["reported_from"] = extra.method + "_best", extra.test_best, "best"
+    return pd.concat([df, extra], ignore_index=True) if len(extra) else df
+
 
 # %% ../nbs/12_analysis.ipynb #acedb493
 RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "transfer_from", "metric", "scale",

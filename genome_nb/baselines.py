@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_baselines.ipynb #21849d1c
 from __future__ import annotations
-import dataclasses, difflib, hashlib, json, math, time, warnings
+import contextlib, dataclasses, difflib, hashlib, json, math, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable, ClassVar, Mapping, Sequence
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .genome import LoraGenome, check_compatible, load_adapter
 from .merge import merge
-from .fitness import Evaluator, fitness_scale
+from .fitness import BudgetExhausted, Evaluator, fitness_scale
 from .tasks import LOGPROB_MODES
 from .evolution import (Individual, RunLock, atomic_write, check_fields, check_same_config, evaluator_record,
                                  finish_single, run_environment, write_json, write_results)
@@ -87,6 +87,14 @@ class BaselineRun:
         self.config, self.names, self.genomes, self.tasks, self.weights = config, names, genomes, tasks, weights
         self.evaluator, self.run_dir, self.progress = evaluator, Path(run_dir), progress
         self.counters, self.history, self._t = dict(evaluations=0), [], time.perf_counter()
+        self.stopped = None   # set when the validation budget ended the search (`until_budget`)
+
+    @contextlib.contextmanager
+    def until_budget(self):
+        "Run a search inside: a validation call past the evaluator's budget (`BudgetExhausted`) ends it, and is recorded."
+        try: yield
+        except BudgetExhausted as e:
+            self.stopped = dict(reason="validation budget", spent=e.spent, cap=e.cap, needed=e.need, after_lines=len(self.history))
 
     def validate(self, genomes: Sequence[LoraGenome], tasks: Sequence | None = None):
         "Validation scores (`EvalResult`) of genomes on the run's tasks (or stand-ins for them, e.g. anchor subsets)."
@@ -111,6 +119,7 @@ class BaselineRun:
 
     def finish(self, best: Individual, **fields) -> dict:
         "Score the chosen individual on validation and, for the first time, test; write the result files."
+        if self.stopped: fields = dict(fields, stopped=self.stopped)
         return finish_single(self.run_dir, best, self.tasks, self.weights, self.evaluator, self.counters,
                              method=self.config.method, seed=self.config.seed, **fields)
 
@@ -140,7 +149,10 @@ def _run(body: Callable[[BaselineRun], dict], config: BaselineConfig, config_cls
             check_same_config(run_dir, cfg_json)
             if (run_dir / "final.json").is_file(): return json.loads((run_dir / "final.json").read_text())
         write_json(run_dir / "config.json", {**cfg_json, "environment": run_environment()})
-        return body(BaselineRun(config, names, genomes, tasks, weights, evaluator, run_dir, progress))
+        try: return body(BaselineRun(config, names, genomes, tasks, weights, evaluator, run_dir, progress))
+        except BudgetExhausted as e:   # outside a search loop: what the method needs before it can search does not fit
+            raise ValueError(f"{config.method}: the validation budget ({e.cap:g} evaluations) does not cover what the method "
+                             f"needs before it can search ({e.spent:g} spent, {e.need:g} more asked)") from e
 
 # %% ../nbs/11_baselines.ipynb #4793b704
 @dataclass
@@ -183,7 +195,10 @@ def finish_ensemble(
     ev, tasks, weights = run.evaluator, run.tasks, run.weights
     t0 = time.perf_counter()
     gs = [best.genome] + [m.genome for m in members]
-    val, test = ev.evaluate(gs, tasks, "validation", weights), ev.evaluate(gs, tasks, "test", weights)
+    with ev.uncapped():   # the report of a finished search is counted, never refused
+        val = ev.evaluate(gs, tasks, "validation", weights)
+    test = ev.evaluate(gs, tasks, "test", weights)
+    if run.stopped: fields = dict(fields, stopped=run.stopped)
     final = dict(fields, method=run.config.method, seed=run.config.seed, tasks=[t.name for t in tasks],
                  metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
                  evaluations=run.counters["evaluations"], reported_from="ensemble")
@@ -300,9 +315,11 @@ class DareTiesConfig(BaselineConfig):
     weight: float = 1.0                 # every expert's weight
     majority_sign_method: str = "total" # TIES sign election: "total" or "frequency"
     rescale: bool = True                # DARE: kept entries × 1/density
+    space: str = "delta"                # drop/trim/elect on ΔW = B·A (correct, 01_merge), or "lora": A and B apart (released code)
 
     def validate(self):
         super().validate()
+        self._choice("space", ("delta", "lora"))
         self._number("density", 0.0, 1.0, lo_open=True)
         self._number("weight")
         self._choice("majority_sign_method", ("total", "frequency"))
@@ -314,7 +331,7 @@ def dare_ties(experts, tasks, config: DareTiesConfig | None = None, evaluator: E
     def body(run: BaselineRun) -> dict:
         c = run.config
         g = merge(run.genomes, [c.weight] * len(run.genomes), method="dare_ties", density=c.density,
-                  majority_sign_method=c.majority_sign_method, rescale=c.rescale,
+                  majority_sign_method=c.majority_sign_method, rescale=c.rescale, space=c.space,
                   generator=torch.Generator().manual_seed(c.seed))
         f = run.fitness([g])[0]
         run.log(generation=0, fitness=f)
@@ -462,16 +479,18 @@ def lorahub(experts, tasks, config: LoraHubConfig | None = None, evaluator: Eval
         best = None
         with warnings.catch_warnings():     # nevergrad's Cobyla start-up notices (RHOEND, MAXFUN) are not ours to act on
             warnings.filterwarnings("ignore", message=r".*Invalid (RHOEND|MAXFUN)")
-            for k in tqdm(range(1, c.budget + 1), desc="lorahub", disable=not run.progress):
-                cand = opt.ask()
-                w = [float(x) for x in cand.value]
-                g = merge(run.genomes, w, method="task_arithmetic")
-                value, rec = _lorahub_value(run, g, c.objective, cache)
-                J = lorahub_objective(value, w, c.l1)
-                opt.tell(cand, J)
-                if best is None or J < best[0]: best = (J, k, w, g, rec)
-                run.log(generation=k, coefficients=w, objective=c.objective, **rec, l1_penalty=lorahub_l1(w, c.l1),
-                        objective_value=J, best_objective_value=best[0])
+            with run.until_budget():      # a call past the validation budget ends the search; the best so far stands
+                for k in tqdm(range(1, c.budget + 1), desc="lorahub", disable=not run.progress):
+                    cand = opt.ask()
+                    w = [float(x) for x in cand.value]
+                    g = merge(run.genomes, w, method="task_arithmetic")
+                    value, rec = _lorahub_value(run, g, c.objective, cache)
+                    J = lorahub_objective(value, w, c.l1)
+                    opt.tell(cand, J)
+                    if best is None or J < best[0]: best = (J, k, w, g, rec)
+                    run.log(generation=k, coefficients=w, objective=c.objective, **rec, l1_penalty=lorahub_l1(w, c.l1),
+                            objective_value=J, best_objective_value=best[0])
+        if best is None: raise ValueError(f"lorahub: the validation budget ended the search before its first candidate ({run.stopped})")
         J, k, w, g, rec = best
         ind = Individual(f"c{k}", g, rec.get("fitness"), origin=dict(op="lorahub", candidate=k, coefficients=dict(zip(run.names, w))))
         return run.finish(ind, coefficients=dict(zip(run.names, w)), objective=c.objective, objective_value=J,
@@ -590,10 +609,12 @@ class Merge3Config(BaselineConfig):
     bounds: tuple = (0.0, 1.0)          # range of every merge coefficient
     merge_method: str = "dare_ties"     # merge kernel of the candidates
     density: float = 0.7                # DARE/TIES density (ignored by linear kernels)
+    space: str | None = None            # merge space (None: the kernel's own, ΔW for DARE/TIES; "lora": the released code's)
 
     def validate(self):
         super().validate()
         for f in ("population", "generations", "n_anchors"): self._number(f, 1, integer=True)
+        if self.space is not None: self._choice("space", ("delta", "lora"))
         self._choice("anchor_selection", ("irt", "random"))
         self._choice("estimator", ("gmpirt", "mpirt", "mean"))
         self._number("delta", 0.0, 1.0)
@@ -642,20 +663,22 @@ def merge3(experts, tasks, config: Merge3Config | None = None, evaluator: Evalua
         param.random_state = np.random.RandomState(c.seed)
         opt = ng.families.DifferentialEvolution(popsize=c.population)(parametrization=param, budget=c.population * c.generations)
         best, k = None, 0
-        for gen_i in tqdm(range(1, c.generations + 1), desc="merge3", disable=not run.progress):
-            gen_f = []
-            for _ in range(c.population):
-                cand = opt.ask(); k += 1
-                w = [float(x) for x in cand.value]
-                g = merge(run.genomes, w, method=c.merge_method, density=c.density if "density" in _params(c.merge_method) else None,
-                          generator=torch.Generator().manual_seed(int(rng.integers(2**62))))
-                f, est = estimate(g)
-                opt.tell(cand, -f)
-                gen_f.append(f)
-                if best is None or f > best[0]: best = (f, k, w, g, est)
-            run.log(generation=gen_i, best=max(gen_f), mean=float(np.mean(gen_f)), worst=min(gen_f), global_best=best[0])
+        with run.until_budget():      # a call past the validation budget ends the search; the best so far stands
+            for gen_i in tqdm(range(1, c.generations + 1), desc="merge3", disable=not run.progress):
+                gen_f = []
+                for _ in range(c.population):
+                    cand = opt.ask(); k += 1
+                    w = [float(x) for x in cand.value]
+                    g = merge(run.genomes, w, method=c.merge_method, density=c.density if "density" in _params(c.merge_method) else None, space=c.space,
+                              generator=torch.Generator().manual_seed(int(rng.integers(2**62))))
+                    f, est = estimate(g)
+                    opt.tell(cand, -f)
+                    gen_f.append(f)
+                    if best is None or f > best[0]: best = (f, k, w, g, est)
+                run.log(generation=gen_i, best=max(gen_f), mean=float(np.mean(gen_f)), worst=min(gen_f), global_best=best[0])
+        if best is None: raise ValueError(f"merge3: the validation budget ended the search before its first candidate ({run.stopped})")
         f, k, w, g, est = best
-        n_cand = c.population * c.generations
+        n_cand = k - (1 if run.stopped else 0)          # candidates scored (the budget may have ended the search early)
         searched = n * sum(n_items) + n_cand * sum(len(a.ids) for a in anchor_tasks)
         full_set = (n + n_cand) * sum(n_items)
         cost = dict(candidates=n_cand, experts_full_examples=n * sum(n_items),
@@ -921,28 +944,29 @@ def model_swarms(experts, tasks, config: ModelSwarmsConfig | None = None, evalua
         run.log(generation=0, best=max(F), mean=float(np.mean(F)), worst=min(F), global_best=GF, global_worst=WF,
                 fitness=F, personal_best=list(PF), step_length=lam, restarts=[])
         done = 0
-        for k in tqdm(range(1, c.iterations + 1), desc="model swarms", disable=not run.progress):
-            if since_g >= c.patience: break
-            restarts = []
-            for i in range(N):
-                if c.restart_patience and p_age[i] >= c.restart_patience:
-                    X[i], V[i], p_age[i] = P[i].clone(), torch.zeros_like(V[i]), 0
-                    restarts.append(i)
-                r = [rand() for _ in range(4)] if c.weight_randomness else [1.0] * 4
-                V[i] = swarm_velocity(X[i], V[i], P[i], G, W, phi, r)
-                X[i] = X[i] + lam * V[i]
-            F = run.fitness([template.unflatten(x) for x in X])   # every particle moved: every one is re-scored
-            for i in range(N):
-                if F[i] > PF[i]: P[i], PF[i], p_age[i] = X[i].clone(), F[i], 0
-                else: p_age[i] += 1
-            gi, wi = max(range(N), key=lambda i: F[i]), min(range(N), key=lambda i: F[i])
-            if F[gi] > GF: G, GF, g_at, since_g = X[gi].clone(), F[gi], (gi, k), 0
-            else: since_g += 1
-            if F[wi] < WF: W, WF = X[wi].clone(), F[wi]
-            lam = max(lam * c.step_length_factor, c.min_step_length)
-            done = k
-            run.log(generation=k, best=max(F), mean=float(np.mean(F)), worst=min(F), global_best=GF, global_worst=WF,
-                    fitness=F, personal_best=list(PF), step_length=lam, restarts=restarts)
+        with run.until_budget():      # a call past the validation budget ends the search; the best so far stands
+            for k in tqdm(range(1, c.iterations + 1), desc="model swarms", disable=not run.progress):
+                if since_g >= c.patience: break
+                restarts = []
+                for i in range(N):
+                    if c.restart_patience and p_age[i] >= c.restart_patience:
+                        X[i], V[i], p_age[i] = P[i].clone(), torch.zeros_like(V[i]), 0
+                        restarts.append(i)
+                    r = [rand() for _ in range(4)] if c.weight_randomness else [1.0] * 4
+                    V[i] = swarm_velocity(X[i], V[i], P[i], G, W, phi, r)
+                    X[i] = X[i] + lam * V[i]
+                F = run.fitness([template.unflatten(x) for x in X])   # every particle moved: every one is re-scored
+                for i in range(N):
+                    if F[i] > PF[i]: P[i], PF[i], p_age[i] = X[i].clone(), F[i], 0
+                    else: p_age[i] += 1
+                gi, wi = max(range(N), key=lambda i: F[i]), min(range(N), key=lambda i: F[i])
+                if F[gi] > GF: G, GF, g_at, since_g = X[gi].clone(), F[gi], (gi, k), 0
+                else: since_g += 1
+                if F[wi] < WF: W, WF = X[wi].clone(), F[wi]
+                lam = max(lam * c.step_length_factor, c.min_step_length)
+                done = k
+                run.log(generation=k, best=max(F), mean=float(np.mean(F)), worst=min(F), global_best=GF, global_worst=WF,
+                        fitness=F, personal_best=list(PF), step_length=lam, restarts=restarts)
         best = Individual(f"p{g_at[0]}@{g_at[1]}", template.unflatten(G), GF,
                           origin=dict(op="model_swarms", particle=g_at[0], iteration=g_at[1], start=origins[g_at[0]]))
         if not c.top_k_ensemble: return run.finish(best, iterations=done)

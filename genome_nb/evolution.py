@@ -459,7 +459,8 @@ def write_results(run_dir: Path, final: dict, rows: list[dict], evaluator: Evalu
 def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Evaluator, counters: Mapping, **fields) -> dict:
     "Score one individual chosen on validation, now also on test (the run's first look at it), and write the result files."
     t0 = time.perf_counter()
-    val = evaluator.evaluate([best.genome], tasks, "validation", weights)
+    with evaluator.uncapped():   # the report of a finished search is never refused by the budget (it is counted)
+        val = evaluator.evaluate([best.genome], tasks, "validation", weights)
     test = evaluator.evaluate([best.genome], tasks, "test", weights)
     final = dict(fields, tasks=[t.name for t in tasks], metrics={t.name: t.metric for t in tasks},
                  best=best_record(best, tasks, val, test), evaluations=counters["evaluations"])
@@ -469,7 +470,8 @@ def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Ev
 def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history, stopped=None) -> dict:
     members = _topk(pop, config.top_k) if config.use_ensemble else []
     t0 = time.perf_counter()
-    val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
+    with evaluator.uncapped():   # already scored in this run: free, and never refused
+        val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
     test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
     final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
                  metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),

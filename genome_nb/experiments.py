@@ -15,7 +15,7 @@ import pandas as pd
 from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
                            run_one, shared_cache_path)
 from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
-                                load_history, load_results, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table)
+                                load_history, load_results, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
@@ -26,7 +26,8 @@ __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_MET
            'results_of', 'TableOut', 'frame_table', 'report', 'experiment_results', 'write_tables', 'write_figures']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
-BASELINE_METHODS = ("best_single", "data_merge", "expert_fusion", "dare_ties", "lorahub", "merge3", "pack_of_llms", "model_swarms")
+BASELINE_METHODS = ("best_single", "data_merge", "expert_fusion", "dare_ties", "lorahub", "merge3", "pack_of_llms", "model_swarms",
+                    "expert_ensemble")   # the last: Table 18's Direct Top-3 Ensemble
 ALL_METHODS = BASELINE_METHODS + GENOME_METHODS
 DYNAMIC_METHODS = ("expert_fusion", "lorahub", "pack_of_llms", "model_swarms", "genome", "genome_plus")
 LABEL_FREE_METHODS = ("pack_of_llms",)   # adapt to a task from its prompts alone: zero-shot = a run on the target itself
@@ -286,8 +287,8 @@ def _test_size(task: str) -> int:
 def _n_experts(profile: Profile) -> int:
     return int(profile.experts.split(":")[1]) if profile.experts.startswith("random:") else 10
 
-SEEDLESS_METHODS = ("best_single", "data_merge", "expert_fusion", "pack_of_llms")   # no random choice: every seed gives the same run
-EXPERTS_FIRST = ("best_single", "expert_fusion", "merge3", "pack_of_llms", "model_swarms")  # start by scoring every expert
+SEEDLESS_METHODS = ("best_single", "data_merge", "expert_fusion", "pack_of_llms", "expert_ensemble")   # no random choice: every seed gives the same run
+EXPERTS_FIRST = ("best_single", "expert_fusion", "merge3", "pack_of_llms", "model_swarms", "expert_ensemble")  # start by scoring every expert
 
 def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
     "(examples scored by the run itself, examples of its zero-shot targets), without cache hits."
@@ -313,11 +314,13 @@ def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
                  "lorahub": b.get("budget", 50),
                  "merge3": E + b.get("population", 8) * b.get("generations", 10) * b.get("n_anchors", 20) / nv,
                  "pack_of_llms": 2 * E,
-                 "model_swarms": (b.get("population_size") or E) * (1 + b.get("iterations", 10))}
+                 "model_swarms": (b.get("population_size") or E) * (1 + b.get("iterations", 10)),
+                 "expert_ensemble": E}
         if spec.method not in evals: raise ValueError(f"no cost model for method {spec.method!r}")
         search = evals[spec.method] * nv * T
         if spec.budget or profile.budget: search = min(search, (spec.budget or profile.budget) * nv * T)
-        test = (2 * E if spec.method == "pack_of_llms" else 1) * nt * T
+        test = (2 * E if spec.method == "pack_of_llms" else
+                b.get("top_k", 3) if spec.method == "expert_ensemble" else 1 + b.get("top_k_ensemble", 0)) * nt * T
     members = 1 + (profile.genome.get("top_k", 3) if spec.method == "genome_plus" else 0)
     return search + test, members * nt * len(spec.transfer), tok(spec.tasks), tok(spec.transfer) if spec.transfer else 0.0
 
@@ -453,8 +456,11 @@ def _budget_frame(d: pd.DataFrame) -> pd.DataFrame:
     t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
     return t
 
+def _order_methods(d: pd.DataFrame) -> list:
+    return [m for m in METHOD_LABELS if m in set(d.method)] + sorted(set(d.method) - set(METHOD_LABELS))
+
 def _report_single_task(df):
-    d = _own(df)
+    d = with_best_rows(_own(df))
     out = {"table1": _out("Table 1: test scores, mean over seeds", table(d, std=False)),
            "table12": _out("Table 12: mean ± std over seeds", table(d, std=True)),
            "budget": frame_table(_budget_frame(d), "Validation budget per method: full-validation evaluations asked for (one genome on all 200 examples = 1)", 1)}
@@ -462,6 +468,10 @@ def _report_single_task(df):
         pt = paired_table(d, "genome_plus", n_boot=2000, n_perm=2000)
         cols = ["task", "b", "n_examples", "diff", "ci_low", "ci_high", "p_permutation", "p_holm"]
         out["paired"] = frame_table(pt[cols].rename(columns={"b": "vs"}), "GENOME+ minus each method, per test example (paired bootstrap 95% CI, permutation test, Holm)")
+        if "genome_plus_best" in set(d.method):
+            pb = paired_table(d, "genome_plus_best", others=[m for m in _order_methods(d) if m not in ("genome_plus", "genome_plus_best")],
+                              n_boot=2000, n_perm=2000)
+            out["paired_best"] = frame_table(pb[cols].rename(columns={"b": "vs"}), "GENOME+'s best individual minus each method, per test example (as above)")
     return out
 
 def _report_multi_task(df):

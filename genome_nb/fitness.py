@@ -4,11 +4,11 @@
 
 # %% ../nbs/07_fitness.ipynb #a2c743f6
 from __future__ import annotations
-import fcntl, hashlib, json, math, numbers, os, time
+import contextlib, fcntl, hashlib, json, math, numbers, os, time
 import torch
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from .engines import Engine
 
@@ -273,6 +273,13 @@ class Evaluator:
             raise BudgetExhausted(round(self.budget.val_evaluations, 6), cap, round(cost, 6))
         self._asked.update(new)
         self.budget.val_evaluations += cost
+
+    @contextlib.contextmanager
+    def uncapped(self):
+        "Score without refusing (still counted): a finished search's report, e.g. MERGE³'s chosen merge on the full validation set."
+        cap, self.max_val_evaluations = self.max_val_evaluations, None
+        try: yield self
+        finally: self.max_val_evaluations = cap
 
     def charges(self) -> dict:
         "The validation budget's state, for a checkpoint: evaluations spent and the (genome digest, task) pairs asked."
