@@ -57,6 +57,7 @@ EXPERIMENTS: dict[str, dict] = {
         "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS)}),
     "equal_budget": dict(reproduces="Table 1 at one validation budget E for every method (beyond the paper)", defaults={
         "smoke": dict(tasks=("toy",), methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=(41,), budget=6),
+        "cpu-small": dict(tasks=("emorynlp",), methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=(41,), budget=10),
         "cpu": dict(tasks=CPU_TARGETS[:1], methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS, budget=20),
         "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS, budget=50)}),
     "multi_task": dict(reproduces="Table 2", defaults={
@@ -467,11 +468,12 @@ def _report_single_task(df):
     if "genome_plus" in set(d.method) and d.method.nunique() > 1:
         pt = paired_table(d, "genome_plus", n_boot=2000, n_perm=2000)
         cols = ["task", "b", "n_examples", "diff", "ci_low", "ci_high", "p_permutation", "p_holm"]
-        out["paired"] = frame_table(pt[cols].rename(columns={"b": "vs"}), "GENOME+ minus each method, per test example (paired bootstrap 95% CI, permutation test, Holm)")
+        label = lambda f: f[cols].rename(columns={"b": "vs"}).assign(vs=lambda x: x.vs.map(lambda m: METHOD_LABELS.get(m, m)))
+        out["paired"] = frame_table(label(pt), "GENOME+ minus each method, per test example (paired bootstrap 95% CI, permutation test, Holm)")
         if "genome_plus_best" in set(d.method):
             pb = paired_table(d, "genome_plus_best", others=[m for m in _order_methods(d) if m not in ("genome_plus", "genome_plus_best")],
                               n_boot=2000, n_perm=2000)
-            out["paired_best"] = frame_table(pb[cols].rename(columns={"b": "vs"}), "GENOME+'s best individual minus each method, per test example (as above)")
+            out["paired_best"] = frame_table(label(pb), "GENOME+'s best individual minus each method, per test example (as above)")
     return out
 
 def _report_multi_task(df):

@@ -22,7 +22,8 @@ __all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU
            'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash',
            'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table', 'expert_dirs',
            'plan_budget', 'build_experts_main', 'task_rows', 'task_experts_root', 'train_task_experts',
-           'release_experts', 'released_experts', 'capability_map', 'capability_summary', 'mode_table', 'choose_modes']
+           'release_experts', 'released_experts', 'compare_pools', 'capability_map', 'capability_summary', 'mode_table',
+           'choose_modes']
 
 # %% ../nbs/10_experts.ipynb #c832e688
 EXPERTS = ("cot", "code_alpaca", "flan_v2", "gpt4_alpaca", "oasst1", "open_orca", "science", "sharegpt", "wizardlm", "lima")
@@ -687,6 +688,10 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pool", choices=("domain", "tasks"), default="domain",
                    help="domain: Table 8's ten experts + Data Merge; tasks: the CPU pool of task experts (S1)")
     p.add_argument("--release", default=None, help="with --pool tasks: copy the built adapters here with a sha256 MANIFEST.json")
+    p.add_argument("--rebuild", action="store_true", help="with --pool tasks: retrain every expert from the recipe into --out "
+                   "(default <cache>/experts/<base>/tasks-rebuild/) and report how far it lands from the released pool")
+    p.add_argument("--released", default=None, help="the release folder --rebuild compares with (default: the cpu profile's)")
+    p.add_argument("--score", action="store_true", help="with --rebuild: also score both pools on the cpu targets' validation")
     p.add_argument("--plan", action="store_true", help="print the projected budget and train nothing")
     p.add_argument("--tokens-per-s", type=float, default=CPU_TOKENS_PER_S, help="throughput for --plan")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -695,9 +700,19 @@ def build_experts_main(argv: Sequence[str] | None = None) -> int:
     cfg.update({k: v for k, v in vars(a).items() if k in cfg and v is not None})
     config = ExpertConfig.from_dict(cfg)
     names = [n.strip() for n in a.names.split(",") if n.strip()] if a.names else None
+    if a.rebuild and a.pool != "tasks": p.error("--rebuild applies to the released CPU pool: add --pool tasks")
     if a.pool == "tasks":
         t0 = time.perf_counter()
-        dirs = train_task_experts(a.base, a.out, names=names, seed=a.seed or 0, progress=not a.quiet, threads=a.threads)
+        out = a.out or (task_experts_root(a.base).parent / "tasks-rebuild" if a.rebuild else None)
+        if a.rebuild and out and Path(out).exists(): shutil.rmtree(out)   # retrain everything: nothing reused
+        dirs = train_task_experts(a.base, out, names=names, seed=a.seed or 0, progress=not a.quiet, threads=a.threads)
+        if a.rebuild:
+            from genome_nb.data import _REPO
+            rel = released_experts(Path(a.released) if a.released else _REPO / "results" / "cpu" / "experts" / "adapters", list(dirs))
+            cmp = compare_pools(dirs, rel, a.base, score=a.score)
+            print(cmp.round(4).to_string(index=False))
+            print(f"rebuilt {len(dirs)} task experts under {out} ({time.perf_counter() - t0:.1f} s); released: {Path(next(iter(rel.values()))).parent}")
+            return 0
         print(experts_table(dirs).to_string(index=False))
         if a.release: print(f"released: {release_experts(dirs, a.release)}")
         print(f"{len(dirs)} task experts under {Path(next(iter(dirs.values()))).parent} ({time.perf_counter() - t0:.1f} s)")
@@ -840,6 +855,39 @@ def released_experts(
                 raise ValueError(f"{p}: sha256 {got[:12]}… differs from {man} ({m['files'][rel][:12]}…); the adapter was "
                                  f"changed after release — restore it (git checkout) or rebuild with `genome-nb experts --rebuild`")
     return {n: root / n for n in names}
+
+# %% ../nbs/10_experts.ipynb #7920ad88
+def compare_pools(
+    new: dict,                    # name -> adapter directory (a rebuild)
+    released: dict,               # name -> adapter directory (the release)
+    base: str = EMBEDDED,
+    score: bool = False,          # also score both on the cpu profile's targets (validation, the pool's first 200)
+) -> "pd.DataFrame":              # one row per expert (and per target with `score`)
+    """How far a rebuilt pool lands from the released one: same recipe and rows (recipe hash), the final training loss of
+    each, and ‖ΔW_new − ΔW_released‖ / ‖ΔW_released‖; with `score`, the validation scores of both on every cpu target."""
+    import pandas as pd
+    from genome_nb.genome import load_adapter
+    from genome_nb.merge import delta_distance
+    rows = []
+    for n in new:
+        a, b = json.loads((Path(new[n]) / "training.json").read_text()), json.loads((Path(released[n]) / "training.json").read_text())
+        rows.append(dict(expert=n, same_recipe=a["recipe_hash"] == b["recipe_hash"], final_loss=a["final_loss"],
+                         released_loss=b["final_loss"], loss_diff=a["final_loss"] - b["final_loss"],
+                         weight_distance=delta_distance(load_adapter(new[n], base), load_adapter(released[n], base))))
+    out = pd.DataFrame(rows)
+    if not score: return out
+    from genome_nb.cli import load_profile, make_engine, make_tasks
+    from genome_nb.fitness import Evaluator
+    prof = load_profile("cpu")
+    ev = Evaluator(make_engine(prof), mode=prof.mode)
+    tasks = make_tasks(list(prof.tasks))
+    gs_new = {n: load_adapter(d, base) for n, d in new.items()}
+    gs_rel = {n: load_adapter(released[n], base) for n in new}
+    sn, sr = ev.evaluate(list(gs_new.values()), tasks), ev.evaluate(list(gs_rel.values()), tasks)
+    sc = pd.DataFrame([dict(expert=n, task=t.name, score=sn.scores[i][t.name].score, released_score=sr.scores[i][t.name].score)
+                       for i, n in enumerate(gs_new) for t in tasks])
+    sc["score_diff"] = sc.score - sc.released_score
+    return out.merge(sc, on="expert")
 
 # %% ../nbs/10_experts.ipynb #1e42144e
 CAPABILITY_TASKS = ("mmlu", "mmlu_pro", "arc_c", "csqa", "meld", "emorynlp")  # the multiple-choice tasks (choice mode)
