@@ -677,8 +677,8 @@ def merge3(experts, tasks, config: Merge3Config | None = None, evaluator: Evalua
                     if best is None or f > best[0]: best = (f, k, w, g, est)
                 run.log(generation=gen_i, best=max(gen_f), mean=float(np.mean(gen_f)), worst=min(gen_f), global_best=best[0])
         if best is None: raise ValueError(f"merge3: the validation budget ended the search before its first candidate ({run.stopped})")
-        f, k, w, g, est = best
         n_cand = k - (1 if run.stopped else 0)          # candidates scored (the budget may have ended the search early)
+        f, k, w, g, est = best
         searched = n * sum(n_items) + n_cand * sum(len(a.ids) for a in anchor_tasks)
         full_set = (n + n_cand) * sum(n_items)
         cost = dict(candidates=n_cand, experts_full_examples=n * sum(n_items),

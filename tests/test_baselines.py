@@ -66,9 +66,10 @@ def test_another_seed_gives_another_merge(tmp_path):
 
 
 def test_lorahub_objective_penalises_large_coefficients():
-    for score in (0.0, 0.3, 1.0):
-        js = [lorahub_objective(score, [s, -s, s / 2], 0.05) for s in (0.0, 0.5, 1.0, 1.5)]
-        assert all(a > b for a, b in zip(js, js[1:]))
+    # J = data term + 0.05·mean|w| is minimised (sail-sg/lorahub's get_score): larger coefficients cost more
+    for loss in (0.0, 0.3, 1.0):
+        js = [lorahub_objective(loss, [s, -s, s / 2], 0.05) for s in (0.0, 0.5, 1.0, 1.5)]
+        assert all(a < b for a, b in zip(js, js[1:]))
     assert lorahub_objective(0.4, [0.0, 0.0], 0.05) == 0.4
 
 
@@ -77,8 +78,8 @@ def test_lorahub_searches_within_bounds_and_reports_its_choice(tmp_path):
     h = history(tmp_path)
     assert len(h) == 3 and all(-1.5 <= w <= 1.5 for r in h for w in r["coefficients"])
     assert h[0]["coefficients"] == [0.0, 0.0, 0.0]                        # LoraHub starts from w = 0
-    best = max(h, key=lambda r: r["objective"])
-    assert final["objective"] == best["objective"] and list(final["coefficients"].values()) == best["coefficients"]
+    best = min(h, key=lambda r: r["objective_value"])                       # J is minimised
+    assert final["objective_value"] == best["objective_value"] and list(final["coefficients"].values()) == best["coefficients"]
 
 
 def test_pack_of_llms_weights_differ_between_prompts(tmp_path):
