@@ -627,6 +627,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `genome-nb` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experts"]:   # its own parser (10_experts); argparse's REMAINDER refuses a leading `--option`
+        from genome_nb.experts import build_experts_main
+        return build_experts_main(argv[1:]) or 0
     args = parser().parse_args(argv)
     return args.func(args)
 

@@ -17,11 +17,11 @@ from .models import EMBEDDED, TINY, cache_dir, load_base
 
 # %% auto #0
 __all__ = ['EXPERTS', 'DATA_MERGE', 'FOLDERS', 'READERS', 'RECIPE_VERSION', 'CPU_TOKENS_PER_S', 'TASK_EXPERTS', 'BALANCED',
-           'TASK_EXPERT_CONFIG', 'TASK_EXPERT_N', 'TASK_EXPERT_ROWS', 'RELEASE_FILES', 'CAPABILITY_TASKS',
-           'DataFormatError', 'Examples', 'read_cot', 'read_alpaca', 'read_niv2', 'read_open_orca', 'read_scitldr',
-           'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat', 'recipe_hash',
-           'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table', 'expert_dirs',
-           'plan_budget', 'build_experts_main', 'task_rows', 'task_experts_root', 'train_task_experts',
+           'TASK_EXPERT_CONFIG', 'TASK_EXPERT_N', 'TASK_EXPERT_ROWS', 'TASK_EXPERT_EPOCHS', 'RELEASE_FILES',
+           'CAPABILITY_TASKS', 'DataFormatError', 'Examples', 'read_cot', 'read_alpaca', 'read_niv2', 'read_open_orca',
+           'read_scitldr', 'read_oasst1', 'read_source', 'ExpertConfig', 'select_rows', 'merge_rows', 'encode_chat',
+           'recipe_hash', 'train_expert', 'experts_root', 'expert_rows', 'train_experts', 'experts_table',
+           'expert_dirs', 'plan_budget', 'build_experts_main', 'task_rows', 'task_experts_root', 'train_task_experts',
            'release_experts', 'released_experts', 'compare_pools', 'capability_map', 'capability_summary', 'mode_table',
            'choose_modes']
 
@@ -784,11 +784,16 @@ def task_rows(
         out.append({"id": f"{name}:{ex.id}", "source": name, "messages": _turn(user, reply)})
     return out
 
-# the CPU recipe of the task experts: Table 8's LoRA (r 8, α 16, q/v), one pass over 500 rows at a CPU learning rate
-# (≈450k training tokens for the ten, ≈30 min on two idle cores at the measured ≈250 tokens/s)
+# the CPU recipe of the task experts: Table 8's LoRA (r 8, α 16, q/v) at a CPU learning rate, and about 100k training
+# tokens per expert (recipe 2, chosen on validation below: 500 rows, ≈ 30k tokens, left the experts too close to the
+# base model). Rows per expert = what fits ≈ 100k tokens at its measured mean row length (csqa 51 tokens, codah 53,
+# qasc 47, strategyqa 48, creak 62, aqua 78, sensemaking 128, emorynlp 129, meld 121, gsm8k 247), all rows where the
+# split is smaller, and up to three passes over a small split (qasc 342 rows, strategyqa 831).
 TASK_EXPERT_CONFIG = dict(max_examples=None, lr=1e-3, batch_size=16, micro_batch_size=8, max_seq_len=256, epochs=1)
-TASK_EXPERT_N = 500
-TASK_EXPERT_ROWS = {"gsm8k": 200}   # rows per expert where not TASK_EXPERT_N (gsm8k: long solutions)
+TASK_EXPERT_N = 500                 # rows of an expert not listed below
+TASK_EXPERT_ROWS = {"csqa": 2000, "codah": None, "qasc": None, "strategyqa": None, "creak": 1600, "aqua": None,
+                    "sensemaking": 800, "emorynlp": 800, "meld": 800, "gsm8k": 400}   # None: the whole train split
+TASK_EXPERT_EPOCHS = {"qasc": 3, "strategyqa": 2}   # passes over a small split (others: one)
 
 def task_experts_root(base: str = EMBEDDED) -> Path:
     "Default folder of the CPU pool built for `base`: `<cache_dir>/experts/<base>/tasks/`."
@@ -798,19 +803,23 @@ def train_task_experts(
     base=EMBEDDED,                         # base model name (or a (model, tokenizer) pair)
     out_root: str | Path | None = None,    # default `task_experts_root(base)`
     names: Sequence[str] | None = None,    # default: every TASK_EXPERTS
-    config: ExpertConfig | None = None,    # default ExpertConfig(**TASK_EXPERT_CONFIG)
+    config: ExpertConfig | None = None,    # one recipe for all (default: TASK_EXPERT_CONFIG, TASK_EXPERT_EPOCHS passes)
     seed: int = 0,                         # rows, option order, LoRA init
     progress: bool = True,
     threads: int | None = None,
 ) -> dict[str, Path]:                      # name -> adapter directory
     "Train every task expert of the CPU pool that is not already built with the same recipe and rows."
-    config = config or ExpertConfig(**{**TASK_EXPERT_CONFIG, "seed": seed})
     names = list(names or TASK_EXPERTS)
     unknown = [n for n in names if n not in TASK_EXPERTS]
     if unknown: raise KeyError(f"unknown task expert(s) {unknown}; expected names from {list(TASK_EXPERTS)}")
     root = Path(out_root) if out_root else task_experts_root(_base_id(base))
     rows = {n: task_rows(n, TASK_EXPERT_ROWS.get(n, TASK_EXPERT_N), seed) for n in names}
-    return _train_missing(base, root, rows, config, progress, threads, "task experts")
+    out = {}
+    for ep in sorted({TASK_EXPERT_EPOCHS.get(n, 1) for n in names}):   # one recipe per number of passes
+        group = [n for n in names if TASK_EXPERT_EPOCHS.get(n, 1) == ep]
+        cfg = config or ExpertConfig(**{**TASK_EXPERT_CONFIG, "seed": seed, "epochs": ep})
+        out.update(_train_missing(base, root, {n: rows[n] for n in group}, cfg, progress, threads, "task experts"))
+    return {n: out[n] for n in names}
 
 # %% ../nbs/10_experts.ipynb #8a8f73c7
 RELEASE_FILES = ("adapter_config.json", "adapter_model.safetensors", "training.json")
