@@ -450,10 +450,12 @@ def _gain_rows(df, base):
     return tuple(m for m in METHOD_LABELS if m in set(df.method) and m != base and m in GENOME_METHODS)
 
 def _budget_frame(d: pd.DataFrame) -> pd.DataFrame:
-    "Per method: the full-validation evaluations it asked for (mean, min, max over runs) and the cap it ran under."
+    """Per method: the full-validation evaluations it asked for (mean, min, max over runs; NaN for runs older than the
+    count), the distinct genomes it scored on validation (final.json's `evaluations`), and the cap it ran under."""
     g = d.groupby("method", sort=False)
     t = g.agg(runs=("seed", "nunique"), evaluations=("val_evaluations", "mean"), min=("val_evaluations", "min"),
-              max=("val_evaluations", "max"), cap=("budget_cap", "max")).reset_index()
+              max=("val_evaluations", "max"), genomes=("evaluations", "mean"), cap=("budget_cap", "max")).reset_index()
+    t = t.set_index("method").loc[_order_methods(d)].reset_index()
     t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
     return t
 
@@ -464,7 +466,7 @@ def _report_single_task(df):
     d = with_best_rows(_own(df))
     out = {"table1": _out("Table 1: test scores, mean over seeds", table(d, std=False)),
            "table12": _out("Table 12: mean ± std over seeds", table(d, std=True)),
-           "budget": frame_table(_budget_frame(d), "Validation budget per method: full-validation evaluations asked for (one genome on all 200 examples = 1)", 1)}
+           "budget": frame_table(_budget_frame(d), "Validation budget per method: full-validation evaluations asked for (one genome on the whole validation split = 1) and genomes scored", 1)}
     if "genome_plus" in set(d.method) and d.method.nunique() > 1:
         pt = paired_table(d, "genome_plus", n_boot=2000, n_perm=2000)
         cols = ["task", "b", "n_examples", "diff", "ci_low", "ci_high", "p_permutation", "p_holm"]

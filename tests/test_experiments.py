@@ -13,7 +13,9 @@ from genome_nb.experiments import (ABLATIONS, ALL_METHODS, EXPERIMENTS, estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "nbs" / "experiments"
-TABLES = ["single_task_table1", "single_task_table12", "single_task_paired", "multi_task_table2", "zero_shot_table3",
+TABLES = ["single_task_table1", "single_task_table12", "single_task_paired", "single_task_paired_best", "single_task_budget",
+          "equal_budget_table1", "equal_budget_table12", "equal_budget_paired", "equal_budget_paired_best", "equal_budget_budget",
+          "multi_task_table2", "zero_shot_table3",
           "zero_shot_table3_macro", "zero_shot_table4", "scaling_figure2_toy", "ablation_table5", "time_efficiency_table6",
           "hparam_sweep_sweep", "hparam_analysis_table9", "hparam_analysis_table10", "validation_size_table13_toy"]
 FIGURES = ["figure2_scaling.png", "fitness_single_task.png", "hparam_sweep.png"]
@@ -46,6 +48,9 @@ def test_tables_and_figures_exist_and_regenerate_byte_identically(smoke):
     t1 = before["single_task_table1.md"].decode()
     assert all(f"| {METHOD_LABELS[m]} |" in t1 for m in ALL_METHODS), t1      # every method has its row
     assert "- vs Best Single" in t1 and "- vs Model Swarms" in t1
+    assert "GENOME+ (best individual)" in t1                                      # GENOME+ both ways
+    eb = before["equal_budget_budget.md"].decode()                               # every capped run within its budget
+    assert all(float(r.split("|")[3]) <= 6 for r in eb.splitlines()[4:] if r.startswith("| ")), eb   # column 'evaluations' 
     t5 = before["ablation_table5.md"].decode()
     assert t5.count("- vs GENOME+") == len(ABLATIONS) - 1
     assert "toy → toy2" in before["zero_shot_table3.md"].decode()
@@ -95,12 +100,12 @@ def test_notebooks_are_clean_parameterised_and_match_the_registry():
 
 
 def test_plans_for_every_profile_and_the_cpu_small_budget():
-    for prof in ("smoke", "cpu-small", "paper"):
+    for prof in ("smoke", "cpu-small", "cpu", "paper"):
         for name in EXPERIMENTS:
             plan = plan_experiment(name, prof)
             assert plan.specs and len({str(plan.run_dir(s, "r")) for s in plan.specs}) == len(plan.specs)
     assert len(plan_experiment("hparam_sweep", "paper").specs) == 500
-    assert len(plan_experiment("single_task", "paper").specs) == 12 * 10 * 5
+    assert len(plan_experiment("single_task", "paper").specs) == 12 * 11 * 5     # Table 1's ten and the Direct Top-3 Ensemble
     est = estimate_batch("cpu-small")
     assert est.hours.iloc[-1] <= 3.0, est
     with pytest.raises(ValueError, match="no defaults for profile"):
