@@ -181,7 +181,7 @@ def best_single(
 
 # %% ../nbs/11_baselines.ipynb #5b9d2e41
 from .ensemble import ensemble_predict
-from .evolution import best_record, is_free_text
+from .evolution import best_record, ensemble_results, is_free_text
 
 def finish_ensemble(
     run: BaselineRun,
@@ -202,23 +202,7 @@ def finish_ensemble(
     final = dict(fields, method=run.config.method, seed=run.config.seed, tasks=[t.name for t in tasks],
                  metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
                  evaluations=run.counters["evaluations"], reported_from="ensemble")
-    ens, rows = dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])]), []
-    for split, res in (("validation", val), ("test", test)):
-        ens[split] = {}
-        for t in tasks:
-            ms = [res.scores[1 + j][t.name] for j in range(len(members))]
-            preds = ensemble_predict([m.predictions for m in ms], free_text=is_free_text(t))
-            exs = ev.examples(t, split)
-            sc = t.score(preds, exs)
-            ens[split][t.name] = float(sc[t.metric])
-            if split == "test":
-                b = res.scores[0][t.name]
-                for j, e in enumerate(exs):
-                    rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=b.predictions[j],
-                                     best_score=b.per_example[j] if b.per_example else None, ensemble=preds[j],
-                                     ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
-                                     members=[m.predictions[j] for m in ms]))
-    final["ensemble"] = ens
+    final["ensemble"], rows = ensemble_results(tasks, ev, members, val, test)   # as GENOME+ writes them
     adapters = {"best": best.genome, **{f"member{j}": m.genome for j, m in enumerate(members)}}
     return write_results(run.run_dir, final, rows, ev, run.counters, adapters, final_started=t0)
 

@@ -22,7 +22,7 @@ from .ensemble import ensemble_predict
 __all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'atomic_write',
            'write_json', 'RunLock', 'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint',
            'evaluator_record', 'config_defaults', 'check_same_config', 'evolve', 'is_free_text', 'best_record',
-           'prediction_rows', 'write_results', 'finish_single', 'transfer']
+           'prediction_rows', 'write_results', 'finish_single', 'ensemble_results', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -467,21 +467,10 @@ def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Ev
     return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
                          final_started=t0)
 
-def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history, stopped=None) -> dict:
-    members = _topk(pop, config.top_k) if config.use_ensemble else []
-    t0 = time.perf_counter()
-    with evaluator.uncapped():   # already scored in this run: free, and never refused
-        val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
-    test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
-    final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
-                 metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
-                 evaluations=counters["evaluations"])
-    if stopped: final.update(stopped=stopped, generations_run=len(history) - 1)   # ended by the validation budget
-    if not members:
-        return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
-                             final_started=t0)
-    rows = []
-    ens = dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])])
+def ensemble_results(tasks, evaluator: Evaluator, members: Sequence, val, test) -> tuple[dict, list[dict]]:
+    """final.json's `ensemble` (members, validation and test scores of their vote) and the predictions_test.jsonl rows, from
+    `EvalResult`s whose genome 0 is the run's best individual and genomes 1… the members (best first)."""
+    rows, ens = [], dict(members=[dict(id=m.id, digest=m.genome.digest(), fitness=f) for m, f in zip(members, val.fitness[1:])])
     for split, res in (("validation", val), ("test", test)):
         scores = {}
         for t in tasks:
@@ -498,7 +487,22 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
                                      ensemble_score=sc["per_example"][j] if "per_example" in sc else None,
                                      members=[m.predictions[j] for m in ms]))
         ens[split] = scores
-    final["ensemble"] = ens
+    return ens, rows
+
+def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counters, history, stopped=None) -> dict:
+    members = _topk(pop, config.top_k) if config.use_ensemble else []
+    t0 = time.perf_counter()
+    with evaluator.uncapped():   # already scored in this run: free, and never refused
+        val = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "validation", weights)
+    test = evaluator.evaluate([best.genome] + [m.genome for m in members], tasks, "test", weights)
+    final = dict(method=config.method, seed=config.seed, tasks=[t.name for t in tasks], generations=config.iterations,
+                 metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
+                 evaluations=counters["evaluations"])
+    if stopped: final.update(stopped=stopped, generations_run=len(history) - 1)   # ended by the validation budget
+    if not members:
+        return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
+                             final_started=t0)
+    final["ensemble"], rows = ensemble_results(tasks, evaluator, members, val, test)
     adapters = {"best": best.genome, **{f"member{j}": m.genome for j, m in enumerate(members)}}
     return write_results(run_dir, final, rows, evaluator, counters, adapters, final_started=t0)
 

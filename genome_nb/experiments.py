@@ -58,7 +58,8 @@ EXPERIMENTS: dict[str, dict] = {
     "equal_budget": dict(reproduces="Table 1 at one validation budget E for every method (beyond the paper)", defaults={
         "smoke": dict(tasks=("toy",), methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=(41,), budget=6),
         "cpu-small": dict(tasks=("emorynlp",), methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=(41,), budget=10),
-        "cpu": dict(tasks=CPU_TARGETS[:1], methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS, budget=20),
+        # E = 40: LoraHub's original 40 steps; GENOME+ gets its initial population and two generations (≈ 15 each)
+        "cpu": dict(tasks=CPU_TARGETS[:1], methods=("lorahub", "model_swarms", "genome", "genome_plus"), seeds=PAPER_SEEDS[:3], budget=40),
         "paper": dict(tasks=PAPER_TASKS, methods=ALL_METHODS, seeds=PAPER_SEEDS, budget=50)}),
     "multi_task": dict(reproduces="Table 2", defaults={
         "smoke": dict(domains={"Toy": ("toy", "toy2")}, methods=DYNAMIC_METHODS, seeds=(41,)),

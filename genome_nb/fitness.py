@@ -94,7 +94,8 @@ class Budget:
     examples: int = 0      # examples scored by the engine
     tokens: int = 0        # token positions the engine computed (real + padding + generated)
     seconds: float = 0.0   # wall time spent scoring
-    val_evaluations: float = 0.0  # full-validation equivalents the engine scored (see `Evaluator.max_val_evaluations`)
+    val_evaluations: float = 0.0  # full-validation evaluations the search asked for (see `Evaluator.max_val_evaluations`)
+    report_val_evaluations: float = 0.0  # … asked for only to report a finished search (`Evaluator.uncapped`)
 
 class BudgetExhausted(RuntimeError):
     "Raised by `Evaluator.evaluate` before a validation scoring that would spend more than `max_val_evaluations`."
@@ -272,14 +273,16 @@ class Evaluator:
         if cap is not None and self.budget.val_evaluations + cost > cap + 1e-9:
             raise BudgetExhausted(round(self.budget.val_evaluations, 6), cap, round(cost, 6))
         self._asked.update(new)
-        self.budget.val_evaluations += cost
+        if getattr(self, "_reporting", False): self.budget.report_val_evaluations += cost
+        else: self.budget.val_evaluations += cost
 
     @contextlib.contextmanager
     def uncapped(self):
-        "Score without refusing (still counted): a finished search's report, e.g. MERGE³'s chosen merge on the full validation set."
-        cap, self.max_val_evaluations = self.max_val_evaluations, None
+        """Score a finished search's report (e.g. MERGE³'s chosen merge on the full validation set): never refused, and
+        counted apart from the search (`Budget.report_val_evaluations`)."""
+        cap, self.max_val_evaluations, self._reporting = self.max_val_evaluations, None, True
         try: yield self
-        finally: self.max_val_evaluations = cap
+        finally: self.max_val_evaluations, self._reporting = cap, False
 
     def charges(self) -> dict:
         "The validation budget's state, for a checkpoint: evaluations spent and the (genome digest, task) pairs asked."
