@@ -562,6 +562,11 @@ class AnchorTask:
         self.name = f"{task.name}@anchors-{hashlib.sha256('|'.join(self.ids).encode()).hexdigest()[:12]}"
         self.modes = (mode,)            # the scoring mode the evaluator uses for the whole task
 
+    @property
+    def source_task(self):
+        "The task whose validation split the anchors are drawn from (the evaluator charges anchors as its share)."
+        return self._task
+
     def __getattr__(self, k):
         if k == "_task": raise AttributeError(k)   # not yet set (copy, pickle)
         return getattr(self._task, k)

@@ -459,7 +459,7 @@ def write_results(run_dir: Path, final: dict, rows: list[dict], evaluator: Evalu
 def finish_single(run_dir: Path, best: Individual, tasks, weights, evaluator: Evaluator, counters: Mapping, **fields) -> dict:
     "Score one individual chosen on validation, now also on test (the run's first look at it), and write the result files."
     t0 = time.perf_counter()
-    with evaluator.uncapped():   # the report of a finished search is never refused by the budget (it is counted)
+    with evaluator.uncapped():   # the report of a finished search is never refused by the budget (counted apart)
         val = evaluator.evaluate([best.genome], tasks, "validation", weights)
     test = evaluator.evaluate([best.genome], tasks, "test", weights)
     final = dict(fields, tasks=[t.name for t in tasks], metrics={t.name: t.metric for t in tasks},

@@ -206,8 +206,8 @@ def _plan_equal_budget(p, prof):
             for t in p["tasks"] for s in p["seeds"] for m in p["methods"]]
 
 def _plan_multi_task(p, prof):
-    lto = p.get("leave_target_out")
-    return [RunSpec(m, tuple(ts), s, leave_target_out=lto, **({} if lto is None else dict(extra=dict(leave_target_out=lto))))
+    # config.json records the pool either way (run_one's "pool": kind, leave_target_out, experts)
+    return [RunSpec(m, tuple(ts), s, leave_target_out=p.get("leave_target_out"))
             for ts in dict(p["domains"]).values() for s in p["seeds"] for m in p["methods"]]
 
 def _plan_zero_shot(p, prof):
@@ -406,9 +406,10 @@ def run_plan(
         done = (rd / "final.json").is_file()
         t0 = time.perf_counter()
         extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
+        # leave-target-out also leaves out the experts of a zero-shot run's transfer targets: they are targets too
         sp = prof if spec.leave_target_out is None else dataclasses.replace(prof, leave_target_out=spec.leave_target_out)
         run_one(sp, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
-                pool_for(sp, experts, task_objs(spec.tasks)), merged, spec.config, extra, progress)
+                pool_for(sp, experts, task_objs(spec.tasks + spec.transfer)), merged, spec.config, extra, progress)
         if spec.transfer: transfer(rd, task_objs(spec.transfer), evaluator(spec, rd))
         secs = time.perf_counter() - t0
         rows.append(dict(method=spec.method, tasks="+".join(spec.tasks), seed=spec.seed, variant=spec.variant,

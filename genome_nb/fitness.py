@@ -156,7 +156,7 @@ class Evaluator:
         self.val_draw = val_draw
         self.progress = progress
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
-        self.budget, self.splits_read, self._prepared, self._asked = Budget(), [], {}, set()
+        self.budget, self.splits_read, self._prepared, self._asked, self._reporting = Budget(), [], {}, set(), False
 
     def mode_for(self, task) -> str:
         "The scoring mode used for `task`."
@@ -266,23 +266,23 @@ class Evaluator:
         new, cost = [], 0.0
         for task in tasks:
             # MERGE³'s anchor tasks cost their share of the full split they are drawn from
-            unit = len(self.examples(task, "validation")) / len(self.examples(getattr(task, "_task", task), "validation")) / len(tasks)
+            unit = len(self.examples(task, "validation")) / len(self.examples(getattr(task, "source_task", task), "validation")) / len(tasks)
             for d in dict.fromkeys(digests):
                 if (d, task.name) not in self._asked: new.append((d, task.name)); cost += unit
         cap = self.max_val_evaluations
-        if cap is not None and self.budget.val_evaluations + cost > cap + 1e-9:
+        if cap is not None and not self._reporting and self.budget.val_evaluations + cost > cap + 1e-9:
             raise BudgetExhausted(round(self.budget.val_evaluations, 6), cap, round(cost, 6))
         self._asked.update(new)
-        if getattr(self, "_reporting", False): self.budget.report_val_evaluations += cost
+        if self._reporting: self.budget.report_val_evaluations += cost
         else: self.budget.val_evaluations += cost
 
     @contextlib.contextmanager
     def uncapped(self):
         """Score a finished search's report (e.g. MERGE³'s chosen merge on the full validation set): never refused, and
         counted apart from the search (`Budget.report_val_evaluations`)."""
-        cap, self.max_val_evaluations, self._reporting = self.max_val_evaluations, None, True
+        self._reporting = True
         try: yield self
-        finally: self.max_val_evaluations, self._reporting = cap, False
+        finally: self._reporting = False
 
     def charges(self) -> dict:
         "The validation budget's state, for a checkpoint: evaluations spent and the (genome digest, task) pairs asked."
