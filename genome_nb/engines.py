@@ -15,8 +15,8 @@ from transformers import DynamicCache
 from .models import load_base
 
 # %% auto #0
-__all__ = ['EngineStats', 'WeightPatcher', 'split_candidates', 'build_rows', 'common_prefix_len', 'length_batches', 'Engine',
-           'weights_digest', 'HFEngine', 'VLLMEngine']
+__all__ = ['SCORING_LAYOUT', 'EngineStats', 'WeightPatcher', 'split_candidates', 'build_rows', 'common_prefix_len',
+           'length_batches', 'pack_units', 'packed_mask', 'Engine', 'weights_digest', 'HFEngine', 'VLLMEngine']
 
 # %% ../nbs/06_engines.ipynb #925cec68
 @dataclass
@@ -147,6 +147,40 @@ def length_batches(
     if cur: batches.append(cur)
     return batches
 
+# The layout of the rows the scores come from. In bf16 a score depends on it (a few hundredths of a nat), so it is part
+# of the engine fingerprint: a cache or a resumed run never mixes scores from two layouts. Bump it when the layout changes.
+SCORING_LAYOUT = "packed-1"
+
+def pack_units(
+    ctx_lens: Sequence[int],               # context tokens per text (after the shared prefix)
+    labs: Sequence[Sequence[Sequence[int]]],  # each text's labels, as token ids
+    max_row: int,                          # most tokens per packed row
+) -> list[tuple[int, list[int]]]:
+    """Packed rows `(text_idx, [label_idx, ...])`: a text's context followed by its labels' tokens but the last,
+    as many labels per row as fit in `max_row` (a label that alone overflows gets a row of its own)."""
+    units = []
+    for i, (n, ls) in enumerate(zip(ctx_lens, labs)):
+        cur, size = [], n
+        for j, l in enumerate(ls):
+            if cur and size + len(l) - 1 > max_row: units.append((i, cur)); cur, size = [], n
+            cur.append(j); size += len(l) - 1
+        units.append((i, cur))
+    return units
+
+def packed_mask(
+    seg: torch.Tensor,   # (B, S) segment of each position: 0 the context, k > 0 one label's tokens, -1 padding
+    P: int,              # cached prefix positions every real position sees
+    dtype: torch.dtype,  # the model's dtype (an additive mask: 0 where attended, the dtype's minimum elsewhere)
+) -> torch.Tensor:       # (B, 1, S, P + S)
+    "Attention mask of packed rows: the context causal, a label's tokens see the context and their own earlier ones, a pad only itself."
+    B, S = seg.shape
+    q = torch.arange(S)
+    sq, sk = seg.unsqueeze(2), seg.unsqueeze(1)
+    ok = (q.view(1, S, 1) >= q.view(1, 1, S)) & ((sk == 0) | (sk == sq)) & (sq >= 0)
+    ok |= torch.eye(S, dtype=torch.bool).unsqueeze(0) & (sq < 0)   # no fully masked row (softmax over nothing is NaN)
+    if P: ok = torch.cat([torch.ones(B, S, P, dtype=torch.bool), ok], dim=2)
+    return torch.zeros(ok.shape, dtype=dtype).masked_fill_(~ok, torch.finfo(dtype).min).unsqueeze(1)
+
 # %% ../nbs/06_engines.ipynb #c2a667e5
 class Engine:
     "Interface of the inference back ends (see `HFEngine`, `VLLMEngine`)."
@@ -202,12 +236,14 @@ class HFEngine(Engine):
                  batch_tokens: int = 4096,       # padded tokens per forward batch
                  max_batch: int = 64,            # rows per forward batch
                  max_waste: float = 0.04,        # most padding per batch (fraction of its padded size)
-                 prefix_cache: bool = True):     # run the shared prompt prefix once per individual
+                 prefix_cache: bool = True,      # run the shared prompt prefix once per individual
+                 max_row: int = 1024):           # most tokens in one packed row (a context with more labels takes several)
         if isinstance(model, str): model, tokenizer = load_base(model, dtype=dtype, device=device)
         if tokenizer is None: raise ValueError("HFEngine(model=<loaded model>) needs its tokenizer")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.patcher = WeightPatcher(model)
         self.batch_tokens, self.max_batch, self.max_waste, self.prefix_cache = batch_tokens, max_batch, max_waste, prefix_cache
+        self.max_row = max_row
         self.stats, self._fingerprint = EngineStats(), None
         # transformers 5 names the key/value cache argument `cache`, 4.x `past_key_values`
         self._cache_kw = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
@@ -217,7 +253,7 @@ class HFEngine(Engine):
         "Engine kind, base weights, precision and the settings that can change a score."
         if self._fingerprint is None:
             desc = dict(engine="hf", name=str(getattr(self.model.config, "name_or_path", "")),
-                        dtype=str(self.model.dtype), weights=weights_digest(self.model)[:16])
+                        dtype=str(self.model.dtype), weights=weights_digest(self.model)[:16], scoring=SCORING_LAYOUT)
             self._fingerprint = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
         return self._fingerprint
 
@@ -249,56 +285,52 @@ class HFEngine(Engine):
         return DynamicCache(ddp_cache_data=[(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]))
                                             for k, v, *_ in cache], config=self.model.config)
 
-    def _logprobs(self, hidden: torch.Tensor, targets: Sequence[int]) -> list[float]:
-        "log p(target) at each of a batch of hidden states."
-        logp = torch.log_softmax(_final_logits(self.model, hidden), dim=-1)
-        return logp[torch.arange(len(targets)), list(targets)].tolist()
+    def _logprobs(self, hidden: torch.Tensor, targets: Sequence[int], chunk: int = 512) -> list[float]:
+        "log p(target) at each of a batch of hidden states (the vocabulary-sized logits of at most `chunk` at a time)."
+        out = []
+        for s in range(0, len(targets), chunk):
+            logits = _final_logits(self.model, hidden[s:s + chunk])
+            tgt = torch.tensor(list(targets[s:s + chunk]), device=logits.device)
+            out += (logits.gather(1, tgt[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
+        return out
 
     @torch.inference_mode()
     def _score_texts(self, ctxs, labs, P: int) -> list[list[float]]:
-        "log p(label | context) for every label of every context, the first P tokens (shared by all) run once."
+        """log p(label | context) for every label of every context: the first P tokens (shared by all) run once, then
+        packed rows `context + label₁[:-1] + label₂[:-1] + …` under a mask that lets each label see only the context
+        and its own earlier tokens (`pack_units`, `packed_mask`)."""
         out = [[0.0] * len(ls) for ls in labs]
         prefix = self._prefix(ctxs[0][:P]) if P else None
         sufs = [c[P:] for c in ctxs]
-        pad = self.tokenizer.pad_token_id
-        for batch in length_batches([len(s) for s in sufs], self.batch_tokens, self.max_batch, self.max_waste):
-            B, S = len(batch), max(len(sufs[i]) for i in batch)
+        units = pack_units([len(s) for s in sufs], labs, self.max_row)
+        lens = [len(sufs[i]) + sum(len(labs[i][j]) - 1 for j in js) for i, js in units]
+        pad, dt = self.tokenizer.pad_token_id, self.model.dtype
+        for batch in length_batches(lens, self.batch_tokens, self.max_batch, self.max_waste):
+            B, S = len(batch), max(lens[u] for u in batch)
             ids = torch.full((B, S), pad, dtype=torch.long)
-            for b, i in enumerate(batch): ids[b, :len(sufs[i])] = torch.tensor(sufs[i])
-            multi = [(b, i, j) for b, i in enumerate(batch) for j, l in enumerate(labs[i]) if len(l) > 1]
-            cache = self._expand(prefix, B) if prefix is not None else (DynamicCache(config=self.model.config) if multi else None)
-            h = self._forward(ids, torch.arange(P, P + S).unsqueeze(0), cache)
-            self._count(sum(len(sufs[i]) for i in batch), B * S)
-            # every label's first token, from the context's last real position
-            want = [(b, i, j, l[0]) for b, i in enumerate(batch) for j, l in enumerate(labs[i])]
-            hb = h[[w[0] for w in want], [len(sufs[w[1]]) - 1 for w in want]]
-            for (b, i, j, t), v in zip(want, self._logprobs(hb, [w[3] for w in want])): out[i][j] = v
-            if multi: self._score_options(cache, batch, sufs, labs, P, S, multi, out)
+            seg = torch.full((B, S), -1, dtype=torch.long)   # 0: context, j + 1: label j's fed tokens, -1: padding
+            pos = torch.zeros((B, S), dtype=torch.long)
+            want = []                                         # (row, position, target, text, label)
+            for b, u in enumerate(batch):
+                i, js = units[u]
+                n = len(sufs[i])
+                ids[b, :n], seg[b, :n], pos[b, :n] = torch.tensor(sufs[i]), 0, torch.arange(P, P + n)
+                o = n
+                for j in js:
+                    l = labs[i][j]
+                    want.append((b, n - 1, l[0], i, j))      # every label's first token: the context's last position
+                    if len(l) > 1:                            # its later tokens: from its own fed tokens
+                        m = len(l) - 1
+                        ids[b, o:o + m], seg[b, o:o + m], pos[b, o:o + m] = torch.tensor(l[:-1]), j + 1, torch.arange(P + n, P + n + m)
+                        want.extend((b, o + k, t, i, j) for k, t in enumerate(l[1:]))
+                        o += m
+            # single-token labels only: right-padded contexts need no mask (causal attention never sees the pads after a token)
+            mask = packed_mask(seg, P, dt) if bool((seg > 0).any()) else None
+            h = self._forward(ids, pos, self._expand(prefix, B), mask)
+            self._count(sum(lens[u] for u in batch), B * S)
+            for (b, _, _, i, j), v in zip(want, self._logprobs(h[[w[0] for w in want], [w[1] for w in want]], [w[2] for w in want])):
+                out[i][j] += v
         return out
-
-    def _score_options(self, cache, batch, sufs, labs, P: int, S: int, multi, out) -> None:
-        "Add the log-probabilities of labels' later tokens, rows `label[:-1]` on the contexts' key/value cache."
-        pad, kv = self.tokenizer.pad_token_id, [(k, v) for k, v, *_ in cache]
-        lens = [S + len(labs[i][j]) - 1 for _, i, j in multi]   # a row costs its cached context plus its own tokens
-        for chunk in length_batches(lens, self.batch_tokens, self.max_batch, self.max_waste):
-            rows = [multi[r] for r in chunk]
-            R, So = len(rows), max(len(labs[i][j]) - 1 for _, i, j in rows)
-            ids = torch.full((R, So), pad, dtype=torch.long)
-            pos = torch.empty((R, So), dtype=torch.long)
-            mask = torch.ones((R, P + S + So), dtype=torch.long)
-            for r, (b, i, j) in enumerate(rows):
-                l, n = labs[i][j][:-1], len(sufs[i])
-                ids[r, :len(l)] = torch.tensor(l)
-                pos[r] = torch.arange(P + n, P + n + So)
-                mask[r, P + n:P + S] = 0   # the padding after a shorter context
-            idx = torch.tensor([b for b, _, _ in rows], device=kv[0][0].device)
-            rc = DynamicCache(ddp_cache_data=[(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv],
-                              config=self.model.config)
-            h = self._forward(ids, pos, rc, mask if bool((mask == 0).any()) else None)
-            self._count(sum(len(labs[i][j]) - 1 for _, i, j in rows), R * So)
-            want = [(r, k, i, j, t) for r, (_, i, j) in enumerate(rows) for k, t in enumerate(labs[i][j][1:])]
-            hb = h[[w[0] for w in want], [w[1] for w in want]]
-            for (r, k, i, j, t), v in zip(want, self._logprobs(hb, [w[4] for w in want])): out[i][j] += v
 
     def _count(self, real: int, padded: int) -> None:
         self.stats.tokens_computed += real
@@ -307,7 +339,7 @@ class HFEngine(Engine):
 
     def score_choices(self, genomes, texts, labels):
         """Log-probabilities `[genome][text][label]` of each label continuing each text: each context run
-        once (after the shared prefix), the labels' later tokens scored as a batch on its key/value cache."""
+        once (after the shared prefix), in the same row as its labels' later tokens."""
         t0 = time.perf_counter()
         ctxs, labs = split_candidates(self.tokenizer, texts, labels)
         naive = sum(len(ids) for ids, _ in build_rows(ctxs, labs))

@@ -134,3 +134,21 @@ def test_rendered_prompt_scores_the_joint_tokens(tiny):
             lp = torch.log_softmax(base(input_ids=torch.tensor([full])).logits[0].float(), -1)
         want = sum(lp[k - 1, full[k]].item() for k in range(n, len(full)))
         assert abs(row[0] - want) <= 1e-4 and abs(row[1] - want) <= 1e-4
+
+
+@pytest.mark.parametrize("max_row", [8, 1024])
+def test_many_labels_packed_rows(tiny, max_row):
+    "A context with many multi-token labels: all in one packed row, or split over several when `max_row` is small."
+    base, tok = tiny
+    rng = random.Random(7)
+    words = "red green blue light dark shade of a the very".split()
+    texts = ["Shared instruction: choose. Which colour is it?\nAnswer: ", "Shared instruction: choose. And this one? "]
+    labels = [[" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) for _ in range(30)] for _ in texts]
+    eng = HFEngine(base, tok, max_row=max_row)
+    ours = eng.score_choices([None], texts, labels)[0]
+    assert _max_diff(ours, reference(base, tok, texts, labels)) <= 1e-4
+    from genome_nb.engines import pack_units
+    ctxs, labs = split_candidates(tok, texts, labels)
+    units = pack_units([len(c) for c in ctxs], labs, max_row)
+    assert (len(units) == 2) == (max_row == 1024) and len(units) >= 2
+    assert sorted((i, j) for i, js in units for j in js) == [(i, j) for i in range(2) for j in range(30)]
