@@ -64,6 +64,11 @@ class GenomeConfig:
                                             # the paper's λ is fixed, so "paper" takes None only. λ_0 is `lam`.
     rescore_after_succession: bool = True   # re-evaluate individuals whose weights succession changed (released: False)
     elitist_succession: bool = False        # True: the elites also enter selection unmoved, beside their moved versions
+    # speed (off by default: the paper scores every individual on the whole validation set)
+    racing: str = "off"                     # "exact" or "hoeffding": score new individuals in chunks and stop one whose
+                                            # fitness cannot reach the last elite's / ensemble member's (`Evaluator.race`)
+    race_chunk: int = 50                    # validation examples per task and racing round
+    race_delta: float = 0.05                # error probability of the "hoeffding" bound
     # ablations (Table 5)
     use_initialization: bool = True         # False: the initial population is the experts themselves
     use_crossover: bool = True
@@ -102,7 +107,7 @@ class GenomeConfig:
         for f, ok in (("init_weights", ("uniform", "released")), ("crossover_count", ("trials", "expected")),
                       ("selection", ("proportional", "tournament", "random", "random_all")),
                       ("elite_rounding", ("ceil", "floor", "round")), ("succession_scheme", ("paper", "released")),
-                      ("initial_experience", ("random", "released"))):
+                      ("initial_experience", ("random", "released")), ("racing", ("off", "exact", "hoeffding"))):
             if getattr(self, f) not in ok: bad(f, f"must be one of {ok}")
         if self.initial_experience == "released" and self.succession_scheme != "released":
             bad("initial_experience", "velocities v_i = w_j − w_i belong to succession_scheme='released'; "
@@ -113,6 +118,10 @@ class GenomeConfig:
             if isinstance(self.lam_decay, bool) or not isinstance(self.lam_decay, (int, float)) or not 0.0 < self.lam_decay <= 1.0:
                 bad("lam_decay", "φ_λ must be a number in (0, 1]")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0: bad("seed", "must be an integer ≥ 0")
+        if isinstance(self.race_chunk, bool) or not isinstance(self.race_chunk, int) or self.race_chunk < 1:
+            bad("race_chunk", "must be a positive integer")
+        if isinstance(self.race_delta, bool) or not isinstance(self.race_delta, (int, float)) or not 0 < self.race_delta < 1:
+            bad("race_delta", "must be a probability in (0, 1)")
 
     def to_dict(self) -> dict: return {**asdict(self), "phi": list(self.phi)}
 
@@ -130,6 +139,7 @@ class Individual:
     fitness: float | None = None
     experience: LoraGenome | None = None
     origin: dict = field(default_factory=dict)
+    examples: int | None = None   # raced out after this many validation examples (its fitness is their mean); None: all scored
 
 # %% ../nbs/08_evolution.ipynb #d8cd5284
 @contextlib.contextmanager
@@ -210,7 +220,7 @@ def save_checkpoint(path: Path, generation: int, population: list[Individual], b
     ckpt = dict(generation=generation,
                 weights=_stack([i.genome for i in population]),
                 experiences=_stack([i.experience for i in population]) if population[0].experience is not None else None,
-                individuals=[dict(id=i.id, fitness=i.fitness, origin=i.origin) for i in population],
+                individuals=[dict(id=i.id, fitness=i.fitness, origin=i.origin, examples=i.examples) for i in population],
                 best=dict(id=best.id, fitness=best.fitness, origin=best.origin, weights=best.genome.flatten()),
                 succession=_state_to_ckpt(state), rng=gen.get_state(), history=history, counters=counters)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}")
@@ -223,7 +233,7 @@ def load_checkpoint(path: Path, template: LoraGenome):
     ckpt = torch.load(path, weights_only=False)
     exps = ckpt["experiences"]
     pop = [Individual(d["id"], template.unflatten(w), d["fitness"],
-                      template.unflatten(exps[k]) if exps is not None else None, d["origin"])
+                      template.unflatten(exps[k]) if exps is not None else None, d["origin"], d.get("examples"))
            for k, (d, w) in enumerate(zip(ckpt["individuals"], ckpt["weights"]))]
     b = ckpt["best"]
     best = Individual(b["id"], template.unflatten(b["weights"]), b["fitness"], None, b["origin"])
@@ -239,12 +249,29 @@ def _topk(pop: list[Individual], k: int) -> list[Individual]:
     order = sorted(range(len(pop)), key=lambda i: (-pop[i].fitness, i))
     return [pop[i] for i in order[:k]]
 
-def _evaluate(evaluator, inds: list[Individual], tasks, weights, counters: dict) -> None:
-    "Fill in the validation fitness of individuals (cache hits cost nothing)."
+def _evaluate(evaluator, inds: list[Individual], tasks, weights, counters: dict, config=None, known: Sequence[Individual] = ()) -> None:
+    """Fill in the validation fitness of individuals (cache hits cost nothing). With `config.racing` on, each is raced
+    (`Evaluator.race`) against the cut-off that matters by rank: the r-th best exact fitness among `known` (the other
+    members of the selection pool) and the individuals already scored, r = the elite count (and the ensemble size)."""
     todo = [i for i in inds if i.fitness is None]
     if not todo: return
-    res = evaluator.evaluate([i.genome for i in todo], tasks, "validation", weights)
-    for ind, f in zip(todo, res.fitness): ind.fitness = float(f)
+    if config is None or config.racing == "off":
+        res = evaluator.evaluate([i.genome for i in todo], tasks, "validation", weights)
+        for ind, f in zip(todo, res.fitness): ind.fitness = float(f)
+        counters["evaluations"] += len({i.genome.digest() for i in todo})
+        return
+    r = max(elite_count(config.population_size, config.elite_ratio, config.elite_rounding), config.top_k if config.use_ensemble else 0)
+    exact = sorted((i.fitness for i in known if i.fitness is not None and i.examples is None), reverse=True)
+    rc = counters.setdefault("race", dict(individuals=0, raced_out=0, examples=0, full_examples=0))
+    for ind in todo:
+        cut = exact[r - 1] if len(exact) >= r else -math.inf
+        res = evaluator.race(ind.genome, tasks, weights, cutoff=cut, chunk=config.race_chunk, bound=config.racing,
+                             delta=config.race_delta)
+        ind.fitness = float(res.fitness)
+        if res.complete: exact = sorted(exact + [ind.fitness], reverse=True)
+        else: ind.examples = res.examples
+        rc["individuals"] += 1; rc["raced_out"] += not res.complete
+        rc["examples"] += res.examples; rc["full_examples"] += res.total
     counters["evaluations"] += len({i.genome.digest() for i in todo})
 
 # %% ../nbs/08_evolution.ipynb #ebb5138b
@@ -346,7 +373,7 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
             for ind in pop: ind.experience = init_velocity(ind.genome, members, gen)
         elif plus:
             for ind in pop: ind.experience = init_experience(ind.genome, gen, scale=config.experience_scale)
-        try: _evaluate(evaluator, pop, tasks, weights, counters)
+        try: _evaluate(evaluator, pop, tasks, weights, counters, config)
         except BudgetExhausted as e:
             raise ValueError(f"{config.method}: a validation budget of {e.cap:g} evaluations does not cover the initial population "
                              f"({len(pop)} individuals need {e.need:g})") from e
@@ -384,7 +411,9 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
                     if torch.rand((), generator=gen).item() < config.individual_mutation_rate:
                         g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
                         born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
-            _evaluate(evaluator, born, tasks, weights, counters)
+            racing = config.racing != "off"
+            if not racing: _evaluate(evaluator, born, tasks, weights, counters)
+            elif not plus: _evaluate(evaluator, born, tasks, weights, counters, config, known=pop)   # the pool is pop + born
             unmoved = []
             if plus:                                                     # succession (Eq. 5)
                 if config.elitist_succession:                            # the elites also enter selection as they are
@@ -395,7 +424,9 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
                                                  **decay)
                 moved = [Individual(new_id(), w, ind.fitness if not config.rescore_after_succession else None, e,
                                     dict(op="succession", parent=ind.id, generation=k)) for ind, w, e in zip(pop, new_w, new_e)]
-                _evaluate(evaluator, moved, tasks, weights, counters)
+                # racing: the pool is moved + born (+ unmoved), so the moved population is scored first and sets the cut-off
+                _evaluate(evaluator, moved, tasks, weights, counters, *((config, unmoved) if racing else ()))
+                if racing: _evaluate(evaluator, born, tasks, weights, counters, config, known=moved + unmoved)
                 pop = moved                                              # every member moved (Algorithm 2)
             pool = pop + born + unmoved                                  # selection
             keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
@@ -406,7 +437,8 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
             ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
             ops["succession"] = len(pop) if plus else 0
             history.append(dict(generation=k, **_record(pop), global_best=best.fitness, new=sum(ops.values()), ops=ops,
-                                evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t0, 3)))
+                                evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t0, 3),
+                                **({"raced_out": sum(i.examples is not None for i in pool)} if racing else {})))
             counters["charges"] = evaluator.charges()
             save_checkpoint(ckpt_path, k, pop, best, state, gen, history, counters)
             atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
@@ -499,6 +531,11 @@ def _finish(pop, best, tasks, weights, config, evaluator, run_dir: Path, counter
                  metrics={t.name: t.metric for t in tasks}, best=best_record(best, tasks, val, test),
                  evaluations=counters["evaluations"])
     if stopped: final.update(stopped=stopped, generations_run=len(history) - 1)   # ended by the validation budget
+    if "race" in counters:   # what racing scored, and the full-validation evaluations it saved
+        rc = counters["race"]
+        final["racing"] = dict(rc, bound=config.racing, chunk=config.race_chunk,
+                               **({"delta": config.race_delta} if config.racing == "hoeffding" else {}),
+                               evaluations_saved=round(rc["individuals"] * (1 - rc["examples"] / max(1, rc["full_examples"])), 4))
     if not members:
         return write_results(run_dir, final, prediction_rows(tasks, evaluator, test), evaluator, counters, {"best": best.genome},
                              final_started=t0)

@@ -13,8 +13,9 @@ from typing import Mapping, Sequence
 from .engines import Engine
 
 # %% auto #0
-__all__ = ['MODES', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget', 'BudgetExhausted', 'choose_options',
-           'engine_base', 'Evaluator', 'bench_engine', 'EngineStatsSnapshot']
+__all__ = ['MODES', 'RACE_BOUNDS', 'RACE_METRICS', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget',
+           'BudgetExhausted', 'choose_options', 'engine_base', 'Evaluator', 'race_upper_bound', 'RaceResult', 'race',
+           'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -126,6 +127,16 @@ def engine_base(engine) -> str | None:
     if name is None: name = getattr(getattr(getattr(engine, "model", None), "config", None), "name_or_path", None)
     return str(name) if name else None
 
+def _prior_plan(null: Sequence[str], labels: Sequence[Sequence[str]]):
+    """The content-free prompts of a calibrated mode, each distinct one scored once on the union of the labels asked after
+    it (a cloze task's content-free prompt is one text for every example: one context, all options), and per example
+    (prompt index, indices of its labels in that union)."""
+    union: dict[str, dict[str, int]] = {}
+    for t, ls in zip(null, labels):
+        for l in ls: union.setdefault(t, {}).setdefault(l, len(union[t]))
+    at = {t: k for k, t in enumerate(union)}
+    return [(t, tuple(ls)) for t, ls in union.items()], [(at[t], [union[t][l] for l in ls]) for t, ls in zip(null, labels)]
+
 class Evaluator:
     "Score genomes on tasks with an engine, through a cache."
     def __init__(self,
@@ -157,6 +168,7 @@ class Evaluator:
         self.progress = progress
         self.cache = ScoreCache(Path(run_dir) / "cache" / "scores.jsonl" if run_dir else None)
         self.budget, self.splits_read, self._prepared, self._asked, self._reporting = Budget(), [], {}, set(), False
+        self._null = {}   # (task, split, mode) -> the content-free prompts of a calibrated mode
 
     def mode_for(self, task) -> str:
         "The scoring mode used for `task`."
@@ -165,12 +177,12 @@ class Evaluator:
         if m not in task.modes: raise ValueError(f"task {task.name!r} has no scoring mode {m!r}; it has {task.modes}")
         return m
 
-    def key(self, digest: str, task, split: str) -> str:
-        "Cache key: genome, task, split, size, split seed, mode, engine, and a digest of exactly what is scored."
+    def key(self, digest: str, task, split: str, part: tuple[int, int] | None = None) -> str:
+        "Cache key: genome, task, split, size, split seed, mode, engine, and a digest of exactly what is scored (`part`: examples a..b-1)."
         n = self.n_val if split == "validation" else self.n_test
         draw = [] if split != "validation" or self.val_draw is None else [f"draw{self.val_draw}"]
         return "|".join([digest, task.name, split, str(n), str(self.split_seed), *draw, self.mode_for(task), self.engine.fingerprint,
-                         self._prepare(task, split)[3]])
+                         self._prepare(task, split, part)[3]])
 
     def _check_base(self, genomes, digests):
         "Refuse an adapter made for another base model than the engine's (same shapes would score silently)."
@@ -181,9 +193,18 @@ class Evaluator:
                 raise ValueError(f"genome {d[:8]} is an adapter of base model {spec.base_model!r}, but the engine runs "
                                  f"{base!r}; use adapters trained on the engine's base model")
 
-    def _prepare(self, task, split: str):
-        "Examples, rendered texts and labels of a task split (computed once)."
+    def _prepare(self, task, split: str, part: tuple[int, int] | None = None):
+        "Examples, rendered texts, labels, digest and prior plan of a task split (computed once); `part=(a, b)`: of its examples a..b-1."
         k = (task.name, split, self.mode_for(task))
+        if part is not None:
+            if (*k, part) not in self._prepared:
+                exs, texts, labels, digest, prior = self._prepare(task, split)
+                a, b = part
+                if not 0 <= a < b <= len(exs): raise ValueError(f"part {part} of {task.name!r} ({split}, {len(exs)} examples) is out of range")
+                null = self._null.get(k)
+                self._prepared[(*k, part)] = (exs[a:b], texts[a:b], labels[a:b] if labels is not None else None,
+                                              f"{digest}@{a}:{b}", _prior_plan(null[a:b], labels[a:b]) if null else None)
+            return self._prepared[(*k, part)]
         if k not in self._prepared:
             n = self.n_val if split == "validation" else self.n_test
             exs = task.examples(split, seed=self.split_seed, n=n, draw=self.val_draw if split == "validation" else None)
@@ -199,12 +220,7 @@ class Evaluator:
                 # content-free prompts: each distinct one is scored once, on the union of the labels asked after it
                 # (a cloze task's content-free prompt is one text for every example: one context, all options)
                 null = [self.engine.render(task.user_message(task.content_free(ex), mode, sh), prefix) for ex, sh in zip(exs, shots)]
-                union: dict[str, dict[str, int]] = {}
-                for t, ls in zip(null, labels):
-                    for l in ls: union.setdefault(t, {}).setdefault(l, len(union[t]))
-                uniq = [(t, tuple(ls)) for t, ls in union.items()]
-                at = {t: k for k, t in enumerate(union)}
-                prior = (uniq, [(at[t], [union[t][l] for l in ls]) for t, ls in zip(null, labels)])
+                prior, self._null[k] = _prior_plan(null, labels), null
             # what is scored, to the byte: the examples (ids, inputs, references), the rendered prompts and the labels;
             # a rebuilt split, a new prompt template or chat template gets new cache keys instead of stale scores
             data = json.dumps([[e.to_json() for e in exs], texts, labels, prior and prior[0]], sort_keys=True,
@@ -226,21 +242,21 @@ class Evaluator:
                              "its weights or the base model's are broken")
         return lps
 
-    def label_logprobs(self, genomes, task, split: str):
+    def label_logprobs(self, genomes, task, split: str, part: tuple[int, int] | None = None):
         "Per genome, the labels' log-probabilities after each prompt and, in a calibrated mode, after its content-free prompt (else None)."
-        _, texts, labels, _, prior = self._prepare(task, split)
+        _, texts, labels, _, prior = self._prepare(task, split, part)
         lps = self._logprobs(genomes, task, split, texts, labels)
         if prior is None: return lps, None
         uniq, which = prior
         u = self._logprobs(genomes, task, split, [t for t, _ in uniq], [list(l) for _, l in uniq])
         return lps, [[[u[gi][k][j] for j in js] for k, js in which] for gi in range(len(genomes))]
 
-    def _score(self, genomes, task, split: str) -> list[TaskScore]:
-        exs, texts, labels = self._prepare(task, split)[:3]
+    def _score(self, genomes, task, split: str, part: tuple[int, int] | None = None) -> list[TaskScore]:
+        exs, texts, labels = self._prepare(task, split, part)[:3]
         mode, eng = self.mode_for(task), self.engine
         before = eng.stats.tokens_computed + eng.stats.tokens_padded + eng.stats.tokens_generated
         if mode in LOGPROB_MODES:
-            lps, pri = self.label_logprobs(genomes, task, split)
+            lps, pri = self.label_logprobs(genomes, task, split, part)
             # outputs: the per-option scores that decide (for `choice`, the letters' log-probabilities);
             # predictions are letters in every mode
             chosen = [choose_options(task, exs, labels, g, mode, pri[gi] if pri else None) for gi, g in enumerate(lps)]
@@ -259,16 +275,19 @@ class Evaluator:
                                  per_example=list(per) if per is not None else None))
         return res
 
-    def _charge(self, digests, tasks) -> None:
+    def _charge(self, digests, tasks, part: tuple[int, int] | None = None) -> None:
         """Count what a validation call asks for, in full-validation evaluations, or refuse it whole (`BudgetExhausted`).
         A (genome, task) pair costs once per evaluator, on its first ask, whether the engine or a shared cache answers:
-        the budget is what the method asked for, not what this machine happened to have scored before."""
+        the budget is what the method asked for, not what this machine happened to have scored before. A `part`
+        (examples a..b-1, as racing asks) costs its share, and nothing once the whole split was asked."""
         new, cost = [], 0.0
         for task in tasks:
             # MERGE³'s anchor tasks cost their share of the full split they are drawn from
             unit = len(self.examples(task, "validation")) / len(self.examples(getattr(task, "source_task", task), "validation")) / len(tasks)
+            if part is not None: unit *= (part[1] - part[0]) / len(self.examples(task, "validation"))
             for d in dict.fromkeys(digests):
-                if (d, task.name) not in self._asked: new.append((d, task.name)); cost += unit
+                ask = (d, task.name) if part is None else (d, task.name, *part)
+                if ask not in self._asked and (d, task.name) not in self._asked: new.append(ask); cost += unit
         cap = self.max_val_evaluations
         if cap is not None and not self._reporting and self.budget.val_evaluations + cost > cap + 1e-9:
             raise BudgetExhausted(round(self.budget.val_evaluations, 6), cap, round(cost, 6))
@@ -339,6 +358,94 @@ class Evaluator:
         total = sum(weights)
         fit = [sum(w * s[t.name].fitness for w, t in zip(weights, tasks)) / total for s in scores]
         return EvalResult(digests=digests, scores=scores, fitness=fit)
+
+# %% ../nbs/07_fitness.ipynb #3bcaa372
+RACE_BOUNDS = ("exact", "hoeffding")
+RACE_METRICS = ("accuracy", "exact_match", "pass@1")   # means of per-example scores in [0, 1]
+
+def race_upper_bound(
+    total: float,   # sum of the per-example scores (each in [0, 1]) of the m examples scored
+    m: int,         # examples scored
+    n: int,         # examples in the split
+    bound: str = "exact",   # "exact": the rest all right; "hoeffding": the rest at most the scored mean + √(ln(1/δ)/2m)
+    delta: float = 0.05,    # the Hoeffding bound's error probability
+) -> float:
+    "Upper bound on the mean score over all n examples after m of them summed to `total`."
+    if bound not in RACE_BOUNDS: raise ValueError(f"race bound {bound!r}: use one of {RACE_BOUNDS}")
+    if not 0 <= m <= n or n < 1: raise ValueError(f"race_upper_bound: need 0 ≤ m ≤ n and n ≥ 1, got m={m}, n={n}")
+    if m == n: return total / n
+    rest = 1.0 if bound == "exact" or m == 0 else min(1.0, total / m + math.sqrt(math.log(1 / delta) / (2 * m)))
+    return (total + (n - m) * rest) / n
+
+@dataclass
+class RaceResult:
+    "One genome raced on validation: its fitness (exact when `complete`, else the mean over the examples scored)."
+    fitness: float
+    complete: bool          # every validation example scored (or a full score was cached)
+    examples: int           # validation examples scored, over all tasks
+    total: int              # validation examples of all tasks
+    scores: dict | None     # task -> full-split TaskScore when complete, else None
+
+def race(self: Evaluator,
+         genome,                         # a LoraGenome (None: the base model)
+         tasks: Sequence,                # Task objects
+         weights: Sequence[float] | None = None,  # task weights of the fitness (default equal)
+         cutoff: float = -math.inf,      # stop once the fitness provably (by `bound`) stays below this
+         chunk: int = 50,                # examples per task and round
+         bound: str = "exact",           # see `race_upper_bound`
+         delta: float = 0.05) -> RaceResult:
+    "Score one genome on validation chunk by chunk, stopping as soon as its fitness cannot reach `cutoff`."
+    weights = list(weights) if weights is not None else [1.0] * len(tasks)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1: raise ValueError(f"race chunk={chunk!r}: use a positive integer")
+    if bound not in RACE_BOUNDS: raise ValueError(f"race bound {bound!r}: use one of {RACE_BOUNDS}")
+    if not 0 < delta < 1: raise ValueError(f"race delta={delta!r}: use a probability in (0, 1)")
+    for t in tasks:
+        if t.metric not in RACE_METRICS:
+            raise ValueError(f"task {t.name!r}: racing needs a metric that is a mean of per-example scores in [0, 1] "
+                             f"{RACE_METRICS}, not {t.metric!r}")
+    d = genome.digest() if genome is not None else "base"
+    n = {t.name: len(self.examples(t, "validation")) for t in tasks}
+    total = sum(n.values())
+    if all(self.cache.get(self.key(d, t, "validation")) is not None for t in tasks):   # scored in full before
+        r = self.evaluate([genome], tasks, "validation", weights)
+        return RaceResult(r.fitness[0], True, total, total, r.scores[0])
+    self._check_base([genome], [d])
+    t0, parts = time.perf_counter(), {t.name: [] for t in tasks}
+    fit = lambda per_task: sum(w * fitness_scale(t, per_task[t.name]) for w, t in zip(weights, tasks)) / sum(weights)
+    for c in range(max(math.ceil(k / chunk) for k in n.values())):
+        for t in tasks:
+            a = c * chunk
+            if a >= n[t.name]: continue
+            part = (a, min(a + chunk, n[t.name]))
+            key = self.key(d, t, "validation", part)
+            ts = self.cache.get(key)
+            self._charge([d], [t], part)
+            if ts is None:
+                ts = self._score([genome], t, "validation", part)[0]
+                self.cache.put(key, ts)
+                self.budget.evaluations += 1; self.budget.examples += part[1] - part[0]
+            else: self.budget.cache_hits += 1
+            parts[t.name].append(ts)
+        seen = {t.name: sum(len(p.ids) for p in parts[t.name]) for t in tasks}
+        sums = {t.name: sum(sum(p.per_example) for p in parts[t.name]) for t in tasks}
+        ub = fit({t.name: race_upper_bound(sums[t.name], seen[t.name], n[t.name], bound, delta) for t in tasks})
+        if ub < cutoff and sum(seen.values()) < total:   # raced out
+            self.budget.seconds += time.perf_counter() - t0
+            return RaceResult(fit({k: sums[k] / seen[k] for k in seen}), False, sum(seen.values()), total, None)
+    scores = {}
+    for t in tasks:   # the whole split, assembled from its chunks
+        ps, exs = parts[t.name], self.examples(t, "validation")
+        preds = [x for p in ps for x in p.predictions]
+        metrics = dict(t.score(preds, exs))
+        per = metrics.pop("per_example", None)
+        scores[t.name] = TaskScore(task=t.name, split="validation", mode=ps[0].mode, score=float(metrics[t.metric]),
+                                   fitness=fitness_scale(t, float(metrics[t.metric])), metrics=metrics, predictions=preds,
+                                   outputs=[x for p in ps for x in p.outputs], ids=[x for p in ps for x in p.ids],
+                                   per_example=list(per) if per is not None else None)
+    self.budget.seconds += time.perf_counter() - t0
+    return RaceResult(fit({t.name: scores[t.name].score for t in tasks}), True, total, total, scores)
+
+Evaluator.race = race
 
 # %% ../nbs/07_fitness.ipynb #18f15b75
 def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "validation", mode: str = "choice",
