@@ -182,12 +182,12 @@ class RunLock:
 
 # %% ../nbs/08_evolution.ipynb #a6b4f94d
 def run_environment() -> dict:
-    "Library versions recorded in config.json."
+    "Library versions and torch's thread count, recorded in config.json (not compared on resume)."
     import importlib.metadata as md
     from genome_nb import __version__
     libs = ("transformers", "peft", "numpy", "tokenizers", "safetensors", "sacrebleu", "scipy", "nevergrad")
     return dict(genome_nb=__version__, python=platform.python_version(), torch=torch.__version__,
-                **{lib: md.version(lib) for lib in libs})
+                torch_threads=torch.get_num_threads(), **{lib: md.version(lib) for lib in libs})
 
 def diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
     "Paths of the fields that differ between two JSON-like configs."

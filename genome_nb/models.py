@@ -4,15 +4,16 @@
 
 # %% ../nbs/05_models.ipynb #b1525a06
 from __future__ import annotations
-import hashlib, importlib.util, json, os, shutil, tempfile, time
+import hashlib, importlib.util, json, os, platform, shutil, tempfile, time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 # %% auto #0
-__all__ = ['EMBEDDED', 'TINY', 'GGUF_WHEEL', 'GGUF_MODULE', 'GGUF_FILE', 'cache_dir', 'embedded_gguf', 'embedded_dir',
-           'cpu_has_native_bf16', 'resolve_dtype', 'load_tokenizer', 'tiny_random', 'load_base', 'chat']
+__all__ = ['EMBEDDED', 'TINY', 'GGUF_WHEEL', 'GGUF_MODULE', 'GGUF_FILE', 'BF16_MARGIN', 'cache_dir', 'embedded_gguf',
+           'embedded_dir', 'cpu_has_native_bf16', 'linear_gflops', 'cpu_auto_dtype', 'resolve_dtype', 'load_tokenizer',
+           'tiny_random', 'load_base', 'chat']
 
 # %% ../nbs/05_models.ipynb #9e9e0e54
 EMBEDDED = "smollm2-135m-instruct"  # the embedded default base model
@@ -82,13 +83,54 @@ def cpu_has_native_bf16() -> bool:
     except OSError: return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
+BF16_MARGIN = 1.2   # bf16 must be this much faster than fp32 to be chosen (it costs precision)
+
+def linear_gflops(dtype: torch.dtype, reps: int = 20, shape=(256, 576, 1536)) -> float:
+    "GFLOPS of one linear layer (rows × in → out, SmolLM2-135M's MLP by default) in `dtype` on this CPU, median of `reps`."
+    m, k, n = shape
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(m, k, generator=g).to(dtype), torch.randn(n, k, generator=g).to(dtype)
+    for _ in range(3): torch.nn.functional.linear(x, w)   # warm-up (kernel choice, allocations)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); torch.nn.functional.linear(x, w); times.append(time.perf_counter() - t0)
+    return 2 * m * k * n / sorted(times)[len(times) // 2] / 1e9
+
+def _machine_key() -> str:
+    "CPU model, its bf16 flags, torch version and thread count: what the bf16/fp32 speed ratio depends on."
+    try: info = Path("/proc/cpuinfo").read_text()
+    except OSError: info = ""
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.processor())
+    flags = sorted(set(info.split()) & {"avx512_bf16", "amx_bf16", "avx512f"})
+    return f"{model}|{','.join(flags)}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+def cpu_auto_dtype(cache: str | Path | None = None, measure=linear_gflops) -> torch.dtype:
+    "The CPU's `auto` precision: fp32 without native bf16, else whichever of bf16/fp32 measured faster (by `BF16_MARGIN`), cached per machine."
+    if not cpu_has_native_bf16(): return torch.float32
+    path, key = Path(cache or cache_dir()) / "dtype_probe.json", _machine_key()
+    try: known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError): known = {}   # an unreadable cache is measured again and rewritten, never trusted
+    if not isinstance(known, dict): known = {}
+    rec = known.get(key)
+    if not (isinstance(rec, dict) and rec.get("dtype") in ("bf16", "fp32")):
+        speed = {"bf16": measure(torch.bfloat16), "fp32": measure(torch.float32)}
+        rec = dict(dtype="bf16" if speed["bf16"] >= BF16_MARGIN * speed["fp32"] else "fp32",
+                   gflops={k: round(v, 1) for k, v in speed.items()}, margin=BF16_MARGIN)
+        known[key] = rec
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n"); os.replace(tmp, path)
+        except OSError: pass   # a read-only cache: measure again next time
+    return _DTYPES[rec["dtype"]]
+
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
     "Turn `'auto'`, a name such as `'bf16'`, or a `torch.dtype` into a `torch.dtype`."
     if isinstance(dtype, torch.dtype): return dtype
     if dtype == "auto":
         if str(device).startswith("cuda"):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return cpu_auto_dtype()
     if dtype not in _DTYPES: raise ValueError(f"dtype={dtype!r} is not one of 'auto', {sorted(_DTYPES)} or a torch.dtype")
     return _DTYPES[dtype]
 
