@@ -11,14 +11,20 @@ from pathlib import Path
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHODS', 'QUICKSTART_METHODS', 'TIMED', 'READERS', 'Profile',
-           'load_profile', 'make_engine', 'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs',
-           'pool_for', 'check_pool', 'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table',
-           'check_args', 'parse_set', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd',
-           'splits_cmd', 'info', 'plot_fitness', 'quickstart_root', 'quickstart', 'experiment_notebooks',
-           'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
+__all__ = ['ENGINE_KWARGS', 'CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHODS', 'CHECK_GPU_PASS', 'QUICKSTART_METHODS',
+           'TIMED', 'READERS', 'Profile', 'load_profile', 'profile_lora_rank', 'make_engine', 'make_experts',
+           'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool', 'shared_cache_path',
+           'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set', 'evolve_cmd',
+           'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info', 'score_agreement',
+           'check_gpu_prompts', 'check_gpu_adapters', 'check_gpu', 'check_gpu_cmd', 'plot_fitness', 'quickstart_root',
+           'quickstart', 'experiment_notebooks', 'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
+# the engine arguments a profile may set (`Profile.engine_kwargs`), per engine; the rest come from the profile's own fields
+ENGINE_KWARGS = {"hf": ("device", "max_batch", "max_waste", "prefix_cache", "max_row"),
+                 "vllm": ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "max_loras", "max_cpu_loras",
+                          "lora_rank", "max_logprobs", "single_token", "enforce_eager")}
+
 @dataclass(frozen=True)
 class Profile:
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
@@ -42,6 +48,7 @@ class Profile:
     batch_tokens: int = 4096
     train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
     budget: float | None = None      # cap on every run's full-validation evaluations (`Evaluator.max_val_evaluations`; None: each method's own)
+    engine_kwargs: dict = field(default_factory=dict)  # more engine arguments (ENGINE_KWARGS), e.g. {"gpu_memory_utilization": 0.45}
 
     def __post_init__(self):
         "Check every value now, naming the field, so a bad profile fails before any work starts."
@@ -53,6 +60,14 @@ class Profile:
             if t not in TASKS and t not in ("toy", "toy_number"):
                 bad("tasks", f"unknown task {t!r}; valid names: {', '.join(sorted(TASKS))}")
         if self.engine not in ("hf", "vllm"): bad("engine", "must be 'hf' or 'vllm'")
+        if not isinstance(self.engine_kwargs, dict): bad("engine_kwargs", "must be an object of engine arguments")
+        unknown = sorted(set(self.engine_kwargs) - set(ENGINE_KWARGS[self.engine]))
+        if unknown: bad("engine_kwargs", f"unknown key(s) {unknown} for engine {self.engine!r}; valid: {', '.join(ENGINE_KWARGS[self.engine])}")
+        for k, v in self.engine_kwargs.items():
+            num = not isinstance(v, bool) and isinstance(v, (int, float))
+            if k == "gpu_memory_utilization" and not (num and 0 < v <= 1): bad("engine_kwargs", f"{k} must be a fraction in (0, 1]")
+            if k in ("tensor_parallel_size", "max_model_len", "max_loras", "max_cpu_loras", "lora_rank", "max_logprobs", "max_batch", "max_row") \
+               and not (num and isinstance(v, int) and v >= 1): bad("engine_kwargs", f"{k} must be a positive integer")
         for t, m in (self.mode.items() if isinstance(self.mode, dict) else [(None, self.mode)]):
             if m not in MODES: bad("mode", f"{'' if t is None else f'task {t!r}: '}must be one of {MODES}")
             if t is not None and t not in TASKS and t not in ("toy", "toy_number"): bad("mode", f"unknown task {t!r}")
@@ -129,14 +144,27 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return Profile.from_dict(d, where=str(p))
 
 # %% ../nbs/13_cli.ipynb #40c3cc4e
+def profile_lora_rank(profile: Profile) -> int:
+    "The largest LoRA rank of the profile's experts (what a vLLM engine must serve), read without loading an adapter."
+    if "lora_rank" in profile.engine_kwargs: return profile.engine_kwargs["lora_rank"]
+    if profile.experts.startswith("random:"): return 4   # make_experts' random genomes
+    if profile.experts == "built":
+        from genome_nb.experts import ExpertConfig
+        return ExpertConfig.from_dict(profile.expert_config).r
+    cfgs = sorted(Path(profile.experts).glob("*/adapter_config.json")) + sorted(Path(profile.experts).glob("adapter_config.json"))
+    if not cfgs: raise FileNotFoundError(f"profile {profile.name}: no adapter_config.json under {profile.experts}")
+    return max(int(json.loads(c.read_text())["r"]) for c in cfgs)
+
 def make_engine(profile: Profile):
-    "The profile's inference engine."
+    "The profile's inference engine, with its `engine_kwargs` (a vLLM engine serves the rank of the profile's experts)."
+    kw = dict(profile.engine_kwargs)
     if profile.engine == "vllm":
         from genome_nb.engines import VLLMEngine
-        return VLLMEngine(profile.base, dtype=profile.dtype)
+        kw.setdefault("lora_rank", profile_lora_rank(profile))
+        return VLLMEngine(profile.base, dtype=profile.dtype, **kw)
     if profile.engine != "hf": raise ValueError(f"profile {profile.name}: engine must be 'hf' or 'vllm', got {profile.engine!r}")
     from genome_nb.engines import HFEngine
-    return HFEngine(profile.base, dtype=profile.dtype, batch_tokens=profile.batch_tokens)
+    return HFEngine(profile.base, dtype=profile.dtype, batch_tokens=profile.batch_tokens, **kw)
 
 def make_experts(profile: Profile, build: bool = True, progress: bool = True) -> tuple[dict, object | None]:
     "The profile's experts as {name: LoraGenome}, and the Data Merge adapter (or None)."
@@ -415,6 +443,97 @@ def info(args) -> int:
                           cuda=torch.cuda.is_available()), indent=1))
     return 0
 
+# %% ../nbs/13_cli.ipynb #638fdaa8
+CHECK_GPU_PASS = dict(agreement=0.98, mean_abs_delta=0.05)   # the issue's bar: argmax agreement ≥ 0.98, mean |Δ| ≤ 0.05
+
+def score_agreement(
+    a: Sequence,   # label scores [genome][text][label] of one engine (HFEngine)
+    b: Sequence,   # the same prompts and labels scored by another (VLLMEngine)
+) -> dict:
+    "Agreement of two engines: the share of (genome, text) whose best label is the same, and |Δ log-prob| over every label."
+    import numpy as np
+    if len(a) != len(b): raise ValueError(f"score_agreement: {len(a)} genomes against {len(b)}")
+    same = n = 0
+    deltas = []
+    for gi, (ga, gb) in enumerate(zip(a, b)):
+        if len(ga) != len(gb): raise ValueError(f"score_agreement: genome {gi} has {len(ga)} texts against {len(gb)}")
+        for ti, (ta, tb) in enumerate(zip(ga, gb)):
+            if len(ta) != len(tb) or not len(ta):
+                raise ValueError(f"score_agreement: genome {gi}, text {ti} has {len(ta)} labels against {len(tb)}")
+            same += int(np.argmax(ta) == np.argmax(tb)); n += 1
+            deltas += [abs(float(x) - float(y)) for x, y in zip(ta, tb)]
+    d = np.asarray(deltas)
+    if not n: raise ValueError("score_agreement: no scores to compare")
+    if not np.isfinite(d).all(): raise ValueError("score_agreement: a score is NaN or infinite")
+    out = dict(prompts=n, labels=len(d), agreement=same / n, mean_abs_delta=float(d.mean()), max_abs_delta=float(d.max()))
+    out["passed"] = out["agreement"] >= CHECK_GPU_PASS["agreement"] and out["mean_abs_delta"] <= CHECK_GPU_PASS["mean_abs_delta"]
+    return out
+
+def check_gpu_prompts(engine, n: int = 64, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """`n` rendered prompts from a seeded generator, half answered by a letter (single-token labels, A–D), half by a
+    number (labels of one to three tokens), so both of VLLMEngine's scoring paths are compared. No data set needed."""
+    import random
+    rng, texts, labels = random.Random(seed), [], []
+    for k in range(n):
+        a, b = rng.randint(2, 499), rng.randint(2, 499)
+        opts = rng.sample(sorted({a + b} | {a + b + d for d in (-10, -2, -1, 1, 2, 10, 100)}), 4)
+        if k % 2 == 0:
+            body = "\n".join(f"{'ABCD'[j]}. {o}" for j, o in enumerate(opts))
+            texts.append(engine.render(f"What is {a} + {b}?\n{body}\nAnswer with the letter.", "Answer: ")); labels.append(list("ABCD"))
+        else:
+            texts.append(engine.render(f"What is {a} + {b}? Answer with the number.", "Answer: ")); labels.append([str(o) for o in opts])
+    return texts, labels
+
+def check_gpu_adapters(model: str, n: int, seed: int = 0) -> list:
+    "`n` adapters to compare with: the released CPU experts for the embedded model (sorted by name), else random LoRA genomes."
+    import copy
+    from genome_nb.genome import LoraSpec, genome_from_model, load_adapter, random_lora_model
+    from genome_nb.models import EMBEDDED, load_base
+    rel = released_dir(PROFILES["cpu"])
+    if model == EMBEDDED and (rel / "MANIFEST.json").is_file():
+        from genome_nb.experts import released_experts
+        dirs = released_experts(rel)
+        if len(dirs) >= n: return [load_adapter(dirs[k], base_model=model) for k in sorted(dirs)[:n]]
+    base, _ = load_base(model, dtype="fp32")
+    spec = LoraSpec(base_model=model, r=8, lora_alpha=16, target_modules=("q_proj", "v_proj"))
+    return [genome_from_model(random_lora_model(copy.deepcopy(base), spec, seed=seed + s, scale=0.05)) for s in range(n)]
+
+def check_gpu(
+    model: str = "smollm2-135m-instruct",
+    n_prompts: int = 64, n_adapters: int = 5,
+    dtype: str = "bf16",                 # both engines' precision
+    device: str = "cuda",                # HFEngine's device (vLLM picks its own)
+    gpu_memory_utilization: float = 0.5, # vLLM's share of the GPU (HFEngine needs the rest)
+    seed: int = 0,
+    **vllm_kwargs,
+) -> dict:
+    "Score the same prompts × adapters with HFEngine and VLLMEngine; their agreement and the throughput ratio."
+    from genome_nb.engines import HFEngine, VLLMEngine
+    genomes = check_gpu_adapters(model, n_adapters, seed)
+    hf = HFEngine(model, dtype=dtype, device=device)
+    texts, labels = check_gpu_prompts(hf, n_prompts, seed)
+    with VLLMEngine(model, dtype=dtype, lora_rank=max(g.spec.r for g in genomes), max_loras=n_adapters,
+                    gpu_memory_utilization=gpu_memory_utilization, seed=seed, **vllm_kwargs) as ve:
+        for e in (hf, ve): e.score_choices(genomes[:1], texts[:2], labels[:2])   # warm-up (kernels, CUDA graphs, adapter load)
+        t0 = time.perf_counter(); a = hf.score_choices(genomes, texts, labels); t_hf = time.perf_counter() - t0
+        t0 = time.perf_counter(); b = ve.score_choices(genomes, texts, labels); t_v = time.perf_counter() - t0
+        info = dict(vllm=ve.vllm_version, vllm_dtype=ve.resolved_dtype, single_token=ve.single_token)
+    out = score_agreement(a, b)
+    return dict(model=model, dtype=dtype, adapters=n_adapters, **info, **out, hf_seconds=round(t_hf, 3),
+                vllm_seconds=round(t_v, 3), throughput_ratio=round(t_hf / t_v, 2) if t_v else None)
+
+def check_gpu_cmd(args) -> int:
+    "`genome-nb check-gpu`: prints the comparison as JSON, then PASS or FAIL (exit status 0 or 1)."
+    import torch
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("check-gpu needs a CUDA GPU (and vLLM: pip install -e '.[gpu]')", file=sys.stderr); return 2
+    res = check_gpu(args.model, args.prompts, args.adapters, dtype=args.dtype, device=args.device,
+                    gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed)
+    print(json.dumps(res, indent=1))
+    print(f"{'PASS' if res['passed'] else 'FAIL'}: agreement {res['agreement']:.3f} (≥ {CHECK_GPU_PASS['agreement']}), "
+          f"mean |Δ| {res['mean_abs_delta']:.4f} (≤ {CHECK_GPU_PASS['mean_abs_delta']}), vLLM {res['throughput_ratio']}× HF's throughput")
+    return 0 if res["passed"] else 1
+
 # %% ../nbs/13_cli.ipynb #0c42682b
 QUICKSTART_METHODS = ("best_single", "expert_fusion", "genome", "genome_plus")
 
@@ -602,6 +721,13 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--repeats", type=int, default=1, help="alternating letter / option-text passes")
     x.add_argument("--no-options", action="store_true", help="skip the option-text vs letter comparison")
     x.set_defaults(func=bench_cmd)
+    g = sub.add_parser("check-gpu", help="on a GPU: HFEngine against VLLMEngine, prompts × adapters (agreement, |Δ|, speed)")
+    g.add_argument("--model", default="smollm2-135m-instruct"); g.add_argument("--dtype", default="bf16")
+    g.add_argument("--prompts", type=int, default=64); g.add_argument("--adapters", type=int, default=5)
+    g.add_argument("--device", default="cuda", help="HFEngine's device")
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM's share of the GPU")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=check_gpu_cmd)
     t = sub.add_parser("experts", help="train the ten experts and Data Merge (idempotent)")
     t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the experts builder")
     t.set_defaults(func=experts_cmd)

@@ -15,8 +15,10 @@ from transformers import DynamicCache
 from .models import load_base
 
 # %% auto #0
-__all__ = ['SCORING_LAYOUT', 'EngineStats', 'WeightPatcher', 'split_candidates', 'build_rows', 'common_prefix_len',
-           'length_batches', 'pack_units', 'packed_mask', 'Engine', 'weights_digest', 'HFEngine', 'VLLMEngine']
+__all__ = ['SCORING_LAYOUT', 'VLLM_DTYPES', 'VLLM_LORA_RANKS', 'VLLM_MAX_LOGPROB_TOKEN_IDS', 'VLLM_LOGPROBS_MODE', 'VLLM_SCORING',
+           'EngineStats', 'WeightPatcher', 'split_candidates', 'build_rows', 'common_prefix_len', 'length_batches',
+           'pack_units', 'packed_mask', 'Engine', 'weights_digest', 'HFEngine', 'vllm_dtype', 'vllm_lora_rank',
+           'vllm_model_path', 'VLLMEngine']
 
 # %% ../nbs/06_engines.ipynb #925cec68
 @dataclass
@@ -432,32 +434,137 @@ class HFEngine(Engine):
         return results
 
 # %% ../nbs/06_engines.ipynb #897a5427
+import shutil, sys, weakref
+from .models import EMBEDDED, TINY, embedded_dir, load_tokenizer
+
+# What vLLM 0.33 accepts (read in its source; see the markdown above)
+VLLM_DTYPES = {"auto": "auto", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+               "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # vllm/config/lora.py: MaxLoRARanks
+VLLM_MAX_LOGPROB_TOKEN_IDS = 128                           # vllm/sampling_params.py: MAX_LOGPROB_TOKEN_IDS
+VLLM_LOGPROBS_MODE = "raw_logprobs"                        # log_softmax of the model's logits, before any processor
+VLLM_SCORING = "raw-1"                                     # bump when the requests a score comes from change
+
+def vllm_dtype(dtype) -> str:
+    "vLLM's name for one of the package's dtype names ('bf16', 'fp32', 'fp16', 'auto', ...) or a torch.dtype."
+    if isinstance(dtype, torch.dtype):
+        name = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}.get(dtype)
+    else: name = VLLM_DTYPES.get(dtype.lower()) if isinstance(dtype, str) else None
+    if name is None:
+        raise ValueError(f"dtype={dtype!r}: VLLMEngine takes one of {sorted(VLLM_DTYPES)} or torch.bfloat16/float16/float32")
+    return name
+
+def vllm_lora_rank(r: int) -> int:
+    "The smallest `max_lora_rank` vLLM allows that serves adapters of rank `r`."
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1: raise ValueError(f"lora_rank={r!r}: must be a positive integer")
+    for k in VLLM_LORA_RANKS:
+        if k >= r: return k
+    raise ValueError(f"lora_rank={r}: vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}")
+
+def vllm_model_path(name: str, workdir: str | Path, cache=None) -> str:
+    """What vLLM is given for a base model: the embedded model's local directory, the tiny random Llama saved under
+    `workdir`, a local directory (checked), or a hub id unchanged."""
+    if name == EMBEDDED: return str(embedded_dir(cache))
+    if name == TINY:   # built from a seed by `load_base`: saved once so that vLLM can load it
+        target = Path(workdir) / TINY
+        if not (target / "config.json").is_file():
+            model, tok = load_base(TINY, dtype="fp32", cache=cache)
+            model.save_pretrained(target); tok.save_pretrained(target)
+        return str(target)
+    p = Path(str(name)).expanduser()
+    if p.exists() or str(name).startswith(("/", ".", "~")):
+        if not (p / "config.json").is_file():
+            raise FileNotFoundError(f"base model directory {p} has no config.json" + ("" if p.is_dir() else " (the directory does not exist)"))
+        return str(p.resolve())
+    return str(name)
+
+def _has_field(cls, name: str) -> bool:
+    "Whether a SamplingParams class takes `name` (a msgspec Struct lists its fields; else its signature)."
+    fields = getattr(cls, "__struct_fields__", None)
+    if fields is not None: return name in fields
+    try: ps = inspect.signature(cls).parameters
+    except (TypeError, ValueError): return False
+    return name in ps or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps.values())
+
 class VLLMEngine(Engine):
-    "vLLM back end (GPU): one LoRARequest per individual, all individuals' requests in one batch."
-    def __init__(self, model: str, dtype: str = "auto", max_loras: int = 16, max_lora_rank: int = 16,
-                 adapter_dir=None, seed: int = 0, llm=None, classes=None, **llm_kwargs):
+    "vLLM back end (GPU): one LoRARequest per individual, up to `max_loras` individuals' requests in one batch."
+    def __init__(self,
+                 model: str = EMBEDDED,          # a base-model name for `load_base` (aliases resolved here), a local directory or a hub id
+                 dtype="auto",                   # 'auto', 'bf16', 'fp16', 'fp32' (or vLLM's names, or a torch.dtype)
+                 max_loras: int = 16,            # adapters in one batch (vLLM's GPU slots); also the genomes handed over per call
+                 max_cpu_loras: int | None = None,  # adapters vLLM keeps in CPU memory (default: max_loras; at least that)
+                 lora_rank: int = 16,            # the largest LoRA rank served; vLLM's max_lora_rank is the smallest allowed rank ≥ it
+                 max_logprobs: int = 20,         # vLLM's cap on log-probabilities returned per position (its default)
+                 gpu_memory_utilization: float | None = None,  # fraction of the GPU vLLM takes (None: vLLM's default, 0.9)
+                 tensor_parallel_size: int | None = None,      # GPUs one model is split over (None: 1)
+                 max_model_len: int | None = None,             # context length (None: the model's)
+                 single_token: str = "auto",     # how single-token labels are read: "logprob_token_ids", "prompt_logprobs" or "auto"
+                 adapter_dir=None,               # where adapters are saved (default: a temporary folder removed by `close`)
+                 seed: int = 0, cache=None,
+                 llm=None, classes=None,         # an LLM and vLLM's classes, given (tests) instead of built
+                 **llm_kwargs):                  # more vLLM engine arguments (e.g. enforce_eager)
+        for f, v in (("max_loras", max_loras), ("max_logprobs", max_logprobs)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{f}={v!r}: must be a positive integer")
+        max_cpu_loras = max_loras if max_cpu_loras is None else max_cpu_loras
+        if max_cpu_loras < max_loras: raise ValueError(f"max_cpu_loras={max_cpu_loras} must be ≥ max_loras={max_loras}")
+        self.max_loras, self.max_cpu_loras, self.max_logprobs = max_loras, max_cpu_loras, max_logprobs
+        self.genomes_per_call = max_loras   # one evaluator call never names more adapters than one batch holds
+        self.lora_rank, self.max_lora_rank = lora_rank, vllm_lora_rank(lora_rank)
+        self.model_name, self.dtype, self.vllm_dtype = model, dtype, vllm_dtype(dtype)
+        self._workdir = Path(tempfile.mkdtemp(prefix="genome_nb_vllm_"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._workdir), True)
+        self.adapter_dir = Path(adapter_dir) if adapter_dir else self._workdir / "adapters"
         if classes is None:
-            from vllm import LLM, SamplingParams
+            from vllm import SamplingParams
             from vllm.inputs import TokensPrompt
             from vllm.lora.request import LoRARequest
             classes = dict(SamplingParams=SamplingParams, TokensPrompt=TokensPrompt, LoRARequest=LoRARequest)
-            if llm is None:
-                llm = LLM(model=model, dtype=dtype, enable_lora=True, max_loras=max_loras, max_lora_rank=max_lora_rank,
-                          seed=seed, enable_prefix_caching=True, logprobs_mode="processed_logprobs", **llm_kwargs)
-        self.llm, self.cls, self.model_name, self.dtype = llm, classes, model, dtype
-        self.tokenizer = llm.get_tokenizer()
-        self.adapter_dir = Path(adapter_dir or tempfile.mkdtemp(prefix="genome_nb_vllm_"))
+        self.cls = classes
+        self.vllm_version = str(getattr(sys.modules.get("vllm"), "__version__", "unknown"))
+        if single_token == "auto":
+            single_token = "logprob_token_ids" if _has_field(classes["SamplingParams"], "logprob_token_ids") else "prompt_logprobs"
+        if single_token not in ("logprob_token_ids", "prompt_logprobs"):
+            raise ValueError(f"single_token={single_token!r}: must be 'logprob_token_ids', 'prompt_logprobs' or 'auto'")
+        if single_token == "logprob_token_ids" and not _has_field(classes["SamplingParams"], "logprob_token_ids"):
+            raise ValueError(f"single_token='logprob_token_ids': this vLLM ({self.vllm_version}) has no SamplingParams.logprob_token_ids")
+        self.single_token, self.logprobs_mode = single_token, VLLM_LOGPROBS_MODE
+        if llm is None:
+            from vllm import LLM
+            path = vllm_model_path(model, self._workdir, cache)
+            extra = {k: v for k, v in dict(gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                                           max_model_len=max_model_len).items() if v is not None}
+            llm = LLM(model=path, dtype=self.vllm_dtype, seed=seed, enable_lora=True, max_loras=max_loras,
+                      max_cpu_loras=max_cpu_loras, max_lora_rank=self.max_lora_rank, max_logprobs=max_logprobs,
+                      enable_prefix_caching=True, logprobs_mode=VLLM_LOGPROBS_MODE, **extra, **llm_kwargs)
+            # the tokenizer HFEngine uses (same ids for the same text); vLLM only decodes with its own
+            self.tokenizer = load_tokenizer(model if model in (EMBEDDED, TINY) else path)
+        else: self.tokenizer = llm.get_tokenizer()
+        self.llm = llm
+        # the precision vLLM resolved ('auto' follows the checkpoint: fp16 for an fp32 one)
+        self.resolved_dtype = str(getattr(getattr(getattr(llm, "llm_engine", None), "model_config", None), "dtype", self.vllm_dtype))
         self._loras: dict[str, object] = {}
         self.stats = EngineStats()
 
+    def close(self) -> None:
+        "Drop the LLM and remove the temporary folder (adapters it saved, a saved tiny model); a given `adapter_dir` stays."
+        self.llm = None
+        self._cleanup()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
     @property
     def fingerprint(self) -> str:
-        desc = dict(engine="vllm", name=self.model_name, dtype=str(self.dtype))
+        "Engine kind, base model, vLLM version, resolved precision and how log-probabilities are read."
+        desc = dict(engine="vllm", name=str(self.model_name), vllm=self.vllm_version, dtype=self.resolved_dtype,
+                    logprobs_mode=self.logprobs_mode, single_token=self.single_token, scoring=VLLM_SCORING)
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
     def lora_request(self, genome):
         "The LoRARequest of an individual, saving its adapter the first time it is seen (None: base model)."
         if genome is None: return None
+        if genome.spec.r > self.max_lora_rank:
+            raise ValueError(f"genome {genome.digest()[:8]} has LoRA rank r={genome.spec.r}, above the engine's max_lora_rank="
+                             f"{self.max_lora_rank}; build the engine with lora_rank={genome.spec.r}")
         d = genome.digest()
         if d not in self._loras:
             from genome_nb.genome import save_adapter
@@ -466,19 +573,28 @@ class VLLMEngine(Engine):
             self._loras[d] = self.cls["LoRARequest"](lora_name=d[:24], lora_int_id=len(self._loras) + 1, lora_path=str(path))
         return self._loras[d]
 
+    def _chunks(self, genomes):
+        "The genomes in groups of at most `max_loras` (one vLLM call each: every adapter of a call fits one batch)."
+        genomes = list(genomes)
+        return [genomes[c:c + self.max_loras] for c in range(0, len(genomes), self.max_loras)]
+
     def choice_requests(self, genomes, texts, labels):
-        "Prompts, sampling parameters, LoRA requests and a read-out plan for `score_choices`."
+        """Prompts, sampling parameters, LoRA requests and a read-out plan for `score_choices`. Every score is a raw
+        (full-vocabulary) log-probability: single-token labels through `logprob_token_ids` at the context's end (one
+        request per text), all other labels through `prompt_logprobs` on `context + label`."""
         ctxs, labs = split_candidates(self.tokenizer, texts, labels)
         SP, TP = self.cls["SamplingParams"], self.cls["TokensPrompt"]
+        cap = min(self.max_logprobs, VLLM_MAX_LOGPROB_TOKEN_IDS)
         prompts, params, loras, plan = [], [], [], []
         for gi, g in enumerate(genomes):
             lr = self.lora_request(g)
             for i, (c, ls) in enumerate(zip(ctxs, labs)):
-                if all(len(l) == 1 for l in ls) and len({l[0] for l in ls}) == len(ls):
-                    ids = [l[0] for l in ls]
+                if not c: raise ValueError(f"text {i} ({texts[i][:40]!r}) has no context tokens to score its labels after")
+                ids = list(dict.fromkeys(l[0] for l in ls))
+                if self.single_token == "logprob_token_ids" and all(len(l) == 1 for l in ls) and len(ids) <= cap:
                     prompts.append(TP(prompt_token_ids=list(c)))
-                    params.append(SP(max_tokens=1, temperature=0.0, logprobs=len(ids), allowed_token_ids=ids))
-                    loras.append(lr); plan.append(("next", gi, i, ids))
+                    params.append(SP(max_tokens=1, temperature=0.0, logprob_token_ids=ids))
+                    loras.append(lr); plan.append(("next", gi, i, [l[0] for l in ls]))
                 else:
                     for j, l in enumerate(ls):
                         prompts.append(TP(prompt_token_ids=list(c) + list(l)))
@@ -486,40 +602,55 @@ class VLLMEngine(Engine):
                         loras.append(lr); plan.append(("prompt", gi, i, (j, len(c), list(l))))
         return prompts, params, loras, plan
 
+    def _count(self, prompts, outs=None) -> None:
+        n = sum(len(p["prompt_token_ids"]) for p in prompts)
+        self.stats.tokens_naive += n; self.stats.tokens_computed += n; self.stats.batches += 1
+        if outs is not None: self.stats.tokens_generated += sum(len(o.outputs[0].token_ids) for o in outs)
+
     def score_choices(self, genomes, texts, labels):
-        t0 = time.perf_counter()
-        prompts, params, loras, plan = self.choice_requests(genomes, texts, labels)
-        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        res = [[[float("-inf")] * len(l) for l in labels] for _ in genomes]
-        for (kind, gi, i, info), o in zip(plan, outs):
-            if kind == "next":
-                lp = o.outputs[0].logprobs[0]
-                res[gi][i] = [lp[t].logprob if t in lp else float("-inf") for t in info]
-            else:
-                j, n, lab = info
-                res[gi][i][j] = sum(o.prompt_logprobs[n + k][t].logprob for k, t in enumerate(lab))
+        "Log-probabilities `[genome][text][label]` of each label continuing each text, on HFEngine's (raw) scale."
+        t0, res = time.perf_counter(), []
+        for chunk in self._chunks(genomes):
+            prompts, params, loras, plan = self.choice_requests(chunk, texts, labels)
+            outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+            self._count(prompts)
+            part = [[[0.0] * len(l) for l in labels] for _ in chunk]
+            for (kind, gi, i, info), o in zip(plan, outs):
+                if kind == "next":
+                    lp = o.outputs[0].logprobs[0]   # {token id: Logprob}: the asked ids and the sampled one
+                    missing = sorted({t for t in info if t not in lp})
+                    if missing: raise RuntimeError(f"vLLM returned no log-probability for label token(s) {missing} of text {i}")
+                    part[gi][i] = [lp[t].logprob for t in info]
+                else:
+                    j, n, lab = info
+                    part[gi][i][j] = sum(o.prompt_logprobs[n + k][t].logprob for k, t in enumerate(lab))
+            res += part
         self.stats.sequences += len(genomes) * len(texts)
         self.stats.seconds += time.perf_counter() - t0
         return res
 
     def generate(self, genomes, texts, max_new_tokens=256, do_sample=False, temperature=1.0, top_p=1.0, seed=0):
+        "Decoded continuations `[genome][text]` (greedy unless `do_sample`; a sample's seed is `seed` and the text index)."
         t0 = time.perf_counter()
         SP, TP = self.cls["SamplingParams"], self.cls["TokensPrompt"]
         enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        prompts, params, loras = [], [], []
-        for g in genomes:
-            lr = self.lora_request(g)
-            for i, ids in enumerate(enc):
-                prompts.append(TP(prompt_token_ids=ids))
-                params.append(SP(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
-                                 top_p=top_p if do_sample else 1.0, seed=seed * 100_003 + i if do_sample else None))
-                loras.append(lr)
-        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        texts_out = [o.outputs[0].text for o in outs]
-        n = len(texts)
+        n, results = len(texts), []
+        for chunk in self._chunks(genomes):
+            prompts, params, loras = [], [], []
+            for g in chunk:
+                lr = self.lora_request(g)
+                for i, ids in enumerate(enc):
+                    prompts.append(TP(prompt_token_ids=ids))
+                    params.append(SP(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
+                                     top_p=top_p if do_sample else 1.0, seed=seed * 100_003 + i if do_sample else None))
+                    loras.append(lr)
+            outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+            self._count(prompts, outs)
+            texts_out = [o.outputs[0].text for o in outs]
+            results += [texts_out[k * n:(k + 1) * n] for k in range(len(chunk))]
         self.stats.sequences += len(genomes) * n
         self.stats.seconds += time.perf_counter() - t0
-        return [texts_out[k * n:(k + 1) * n] for k in range(len(genomes))]
+        return results
 
     def prompt_requests(self, genomes, texts):
         "Prompts, sampling parameters and LoRA requests asking for the log-probability of every prompt token."
@@ -537,16 +668,19 @@ class VLLMEngine(Engine):
         return enc, prompts, params, loras
 
     def prompt_logprobs(self, genomes, texts):
-        t0 = time.perf_counter()
-        enc, prompts, params, loras = self.prompt_requests(genomes, texts)
-        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        n, res = len(enc), []
-        for gi in range(len(genomes)):
-            row = []
-            for i, ids in enumerate(enc):
-                pl = outs[gi * n + i].prompt_logprobs   # entry k: {token id: Logprob} for prompt token k (None for k = 0)
-                row.append(sum(pl[k][t].logprob for k, t in enumerate(ids) if k) / (len(ids) - 1))
-            res.append(row)
-        self.stats.sequences += len(genomes) * n
+        "Mean log-probability per token of each text `[genome][text]` (−log perplexity), raw scale."
+        t0, res = time.perf_counter(), []
+        for chunk in self._chunks(genomes):
+            enc, prompts, params, loras = self.prompt_requests(chunk, texts)
+            outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+            self._count(prompts)
+            n = len(enc)
+            for gi in range(len(chunk)):
+                row = []
+                for i, ids in enumerate(enc):
+                    pl = outs[gi * n + i].prompt_logprobs   # entry k: {token id: Logprob} for prompt token k (None for k = 0)
+                    row.append(sum(pl[k][t].logprob for k, t in enumerate(ids) if k) / (len(ids) - 1))
+                res.append(row)
+        self.stats.sequences += len(genomes) * len(texts)
         self.stats.seconds += time.perf_counter() - t0
         return res
