@@ -332,6 +332,7 @@ def _run_rows(d: Path, root: Path, metrics) -> list[dict]:
                  evaluations=_num(fin.get("evaluations")), engine_evaluations=_num(bev.get("evaluations")),
                  val_evaluations=_num(bev.get("val_evaluations")), budget_cap=_num(cfg.get("budget_cap")),
                  cache_hits=_num(bev.get("cache_hits")), tokens=_num(bev.get("tokens")),
+                 race_saved=_num((fin.get("racing") or {}).get("evaluations_saved")) if isinstance(fin.get("racing"), dict) else math.nan,
                  opt_seconds=opt_s, eval_seconds=_num(bev.get("seconds")), generations=len(hist) - 1 if hist else math.nan,
                  run_dir=str(d))
         rows.append(r)
@@ -358,7 +359,7 @@ def _transfer_rows(d: Path, run_row: dict, tasks: list, metrics) -> list[dict]:
              "val_best": math.nan, "test_best": best, "val_ensemble": math.nan, "test_ensemble": _num(ens),
              "reported": _num(ens) if use_ens else best, "reported_from": "ensemble" if use_ens else "best",
              "n_test": _num(e.get("n_test")), **{k: math.nan for k in ("evaluations", "engine_evaluations", "val_evaluations", "cache_hits",
-                                                                       "tokens", "opt_seconds", "eval_seconds")}}
+                                                                       "tokens", "race_saved", "opt_seconds", "eval_seconds")}}
         rows.append(r)
     return rows
 
@@ -375,7 +376,7 @@ def with_best_rows(df: pd.DataFrame, methods: Sequence[str] = ("genome_plus",)) 
 RESULT_COLUMNS = ["profile", "experiment", "variant", "run_id", "method", "seed", "task", "transfer_from", "metric", "scale",
                   "val_best", "test_best", "val_ensemble", "test_ensemble", "fitness_best", "reported", "reported_from",
                   *HPARAMS, "n_val", "n_test", "evaluations", "engine_evaluations", "val_evaluations", "budget_cap", "cache_hits", "tokens",
-                  "opt_seconds", "eval_seconds", "generations", "run_dir"]
+                  "race_saved", "opt_seconds", "eval_seconds", "generations", "run_dir"]
 
 def load_results(
     root: str | Path,                # results directory (any level of results/<profile>/<experiment>/<run_id>)

@@ -358,6 +358,10 @@ def parse_set(text: str | None) -> dict:
 def evolve_cmd(args) -> int:
     profile = load_profile(args.profile)
     over = parse_set(args.set)
+    if getattr(args, "racing", None) is not None:
+        if "racing" in over and over["racing"] != args.racing:
+            raise ValueError(f"--racing {args.racing} and --set racing={over['racing']!r} disagree; give one")
+        over["racing"] = args.racing
     check_args(profile, args.method, args.task or list(profile.tasks), over)
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment, over, budget=args.budget)
@@ -709,6 +713,8 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evolve", help="run GENOME or GENOME+")
     e.add_argument("--method", choices=["genome", "genome_plus"], default="genome_plus")
     e.add_argument("--set", default=None, help='GenomeConfig overrides as JSON, e.g. \'{"crossover_rate": 0.5}\'')
+    e.add_argument("--racing", choices=["off", "exact", "hoeffding"], default=None,
+                   help="fitness racing (GenomeConfig.racing; default: the profile's, full evaluation)")
     common(e, "evolve"); e.set_defaults(func=evolve_cmd)
     b = sub.add_parser("baseline", help="run one of the paper's baselines")
     b.add_argument("--method", required=True)

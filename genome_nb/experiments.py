@@ -15,12 +15,12 @@ import pandas as pd
 from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
                            run_one, shared_cache_path)
 from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
-                                load_history, load_results, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)
+                                load_history, load_results, paired_bootstrap, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
-           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'CPU_METHODS', 'HPARAM_GRID', 'EXPERIMENTS',
-           'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'CLOZE_TOKENS',
+           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'RACING', 'CPU_METHODS', 'HPARAM_GRID',
+           'EXPERIMENTS', 'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'CLOZE_TOKENS',
            'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile', 'experiment_params', 'RunSpec',
            'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate', 'estimate_batch', 'repo_path', 'run_plan',
            'results_of', 'TableOut', 'frame_table', 'report', 'experiment_results', 'write_tables', 'write_figures']
@@ -45,6 +45,7 @@ ABLATION_LABELS = {"full": "GENOME+", "no_initialization": "w/o initialization",
                    "no_mutation": "w/o mutation", "no_crossover_mutation": "w/o cro. & mut.",
                    "random_selection": "random selection", "no_succession": "w/o succession", "no_ensemble": "w/o ensemble"}
 CPU_TARGETS = ("qasc", "csqa", "codah", "arc_c")   # the cpu profile's targets, in the order the batch uses them
+RACING = ("off", "exact", "hoeffding")   # GenomeConfig.racing: full evaluation, and the two bounds of fitness racing
 CPU_METHODS = tuple(m for m in ALL_METHODS if m != "data_merge")   # the task pool has no Data Merge adapter
 HPARAM_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))              # A.4: {0.1, 0.2, …, 1.0}
 
@@ -102,6 +103,13 @@ EXPERIMENTS: dict[str, dict] = {
         "cpu-small": dict(tasks=("emorynlp",), sizes=(20, 40, 80), methods=GENOME_METHODS, seeds=(41,)),
         "cpu": dict(tasks=CPU_TARGETS[:1], sizes=(50, 100), methods=GENOME_METHODS, seeds=(41,)),
         "paper": dict(tasks=("mmlu_pro", "math", "drop"), sizes=(20, 50, 100, 150, 200), methods=GENOME_METHODS, seeds=PAPER_SEEDS)}),
+    # P1: GENOME+ with fitness racing off and on, each run with its own score cache (honest time and evaluations);
+    # `config` adds GenomeConfig overrides to every arm, e.g. iterations=10 for the paper's K (the P6 measurement)
+    "racing": dict(reproduces="fitness racing against full evaluation (beyond the paper)", defaults={
+        "smoke": dict(tasks=("toy",), variants=RACING, seeds=(41,), config={}),
+        "cpu-small": dict(tasks=("emorynlp",), variants=("off", "hoeffding"), seeds=(41,), config={}),   # within cpu-small's 3 h
+        "cpu": dict(tasks=CPU_TARGETS[:1], variants=RACING, seeds=PAPER_SEEDS, config={}),
+        "paper": dict(tasks=("mmlu_pro",), variants=RACING, seeds=PAPER_SEEDS, config={})}),
 }
 
 BATCH_SIZES = {"smoke": dict(genome=dict(iterations=1), baselines=dict(lorahub=dict(budget=3), merge3=dict(generations=1),
@@ -256,9 +264,20 @@ def _plan_validation_size(p, prof):
     return [RunSpec(m, (t,), s, variant=f"n_val={n}", tag=f"val{n}", n_val=int(n))
             for t in p["tasks"] for n in p["sizes"] for s in p["seeds"] for m in p["methods"]]
 
+def _plan_racing(p, prof):
+    bad = [v for v in p["variants"] if v not in RACING]
+    if bad: raise ValueError(f"racing: unknown variant(s) {bad}; known: {list(RACING)}")
+    extra = dict(p.get("config") or {})
+    if "racing" in extra: raise ValueError("racing: set the racing mode through `variants`, not `config`")
+    # settings beyond the batch's get their own run dirs, and a variant "racing=<mode> <key>=<value> ..." that the report splits
+    suffix, setting = "".join(f"-{k}{v}" for k, v in sorted(extra.items())), "".join(f" {k}={v}" for k, v in sorted(extra.items()))
+    return [RunSpec("genome_plus", (t,), s, config={**extra, "racing": v}, variant=f"racing={v}{setting}", tag=f"race-{v}{suffix}",
+                    private_cache=True, extra=dict(hardware=hardware()))
+            for t in p["tasks"] for s in p["seeds"] for v in p["variants"]]
+
 PLANNERS = {"single_task": _plan_single_task, "equal_budget": _plan_equal_budget, "multi_task": _plan_multi_task, "zero_shot": _plan_zero_shot,
             "scaling": _plan_scaling, "ablation": _plan_ablation, "time_efficiency": _plan_time_efficiency,
-            "hparam_sweep": _plan_hparam_sweep, "validation_size": _plan_validation_size}
+            "hparam_sweep": _plan_hparam_sweep, "validation_size": _plan_validation_size, "racing": _plan_racing}
 
 def plan_experiment(
     experiment: str,                       # a key of EXPERIMENTS
@@ -565,10 +584,41 @@ def _report_validation_size(df):
                                   table(d[d.task == t], cols="n_val", gains_vs=(), col_labels={n: f"N={n:g}" for n in d.n_val.unique()}))
             for t in sorted(d.task.unique())}
 
+def _report_racing(df):
+    "Per racing mode: test scores, cost, and each mode minus full evaluation per test example (paired over seeds)."
+    d = _own(df).copy()
+    parts = d.variant.fillna("racing=?").str.split(" ", n=1)
+    d["method"] = parts.str[0]                           # the arms as methods, so that the paired tests tell them apart
+    d["setting"] = parts.str[1].fillna("")
+    out = {}
+    for (t, setting), dt in d.groupby(["task", "setting"], sort=True):
+        name = f"racing_{t}" + re.sub(r"[^A-Za-z0-9]+", "_", setting).rstrip("_")
+        where = TASK_LABELS.get(t, t) + (f" ({setting})" if setting else "")
+        g = dt.groupby("method", sort=False)
+        f = g.agg(runs=("seed", "size"), test_best=("test_best", "mean"), test_best_std=("test_best", "std"),
+                  test_ensemble=("test_ensemble", "mean"), test_ensemble_std=("test_ensemble", "std"),
+                  evaluations=("evaluations", "mean"), evaluations_saved=("race_saved", "mean"),
+                  optimisation_s=("opt_seconds", "mean"), tokens=("tokens", "mean")).reset_index()
+        order = {f"racing={v}": i for i, v in enumerate(RACING)}
+        f = f.sort_values("method", key=lambda s: s.map(order)).rename(columns={"method": "arm"})
+        out[name] = frame_table(f, f"Racing on {where}: test scores (mean, std over seeds), "
+                                            f"full-validation evaluations charged, evaluations saved, optimisation seconds, tokens", 3)
+        if "racing=off" in set(dt.method) and dt.method.nunique() > 1:
+            others = [m for m in f.arm if m != "racing=off"]
+            rows = []
+            for score in ("best_score", "ensemble_score"):
+                for m in others:
+                    r = paired_bootstrap(dt, m, "racing=off", t, n_boot=2000, n_perm=2000, score=score)
+                    rows.append(dict(arm=m, score=score.split("_")[0], diff=r["diff"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+                                     p_permutation=r["p_permutation"]))
+            out[f"{name}_paired"] = frame_table(pd.DataFrame(rows), f"Racing minus full evaluation on {where}, "
+                                                                     f"per test example (paired bootstrap 95% CI, permutation test)")
+    return out
+
 REPORTS = {"single_task": _report_single_task, "equal_budget": _report_single_task, "multi_task": _report_multi_task, "zero_shot": _report_zero_shot,
            "scaling": _report_scaling, "ablation": _report_ablation, "time_efficiency": _report_time_efficiency,
            "hparam_sweep": _report_hparam_sweep, "hparam_analysis": _report_hparam_analysis,
-           "validation_size": _report_validation_size}
+           "validation_size": _report_validation_size, "racing": _report_racing}
 SOURCES = {"hparam_analysis": "hparam_sweep"}   # a report that reads another experiment's runs
 
 def report(experiment: str, df: pd.DataFrame) -> dict[str, TableOut]:

@@ -123,3 +123,16 @@ def test_the_committed_cpu_small_tables_regenerate_byte_identically(tmp_path):
         "tables", "_cache", "cache", "adapters", "checkpoint*", ".lock", "*.ipynb"))
     write_tables(tmp_path, "cpu-small")
     assert {p.name: p.read_bytes() for p in (tmp_path / "cpu-small" / "tables").iterdir()} == committed
+
+
+def test_racing_plan_arms_settings_and_bad_input():
+    plan = plan_experiment("racing", "cpu")
+    assert [(s.method, s.config["racing"], s.private_cache) for s in plan.specs[:3]] == [
+        ("genome_plus", "off", True), ("genome_plus", "exact", True), ("genome_plus", "hoeffding", True)]
+    assert len(plan.specs) == 3 * 5 and {s.seed for s in plan.specs} == {41, 42, 47, 53, 3407}
+    k10 = plan_experiment("racing", "cpu", config={"iterations": 10}, variants=("off", "hoeffding"), seeds=(41,))
+    assert [s.variant for s in k10.specs] == ["racing=off iterations=10", "racing=hoeffding iterations=10"]
+    assert all(s.config["iterations"] == 10 for s in k10.specs)
+    assert not {str(plan.run_dir(s, "r")) for s in plan.specs} & {str(k10.run_dir(s, "r")) for s in k10.specs}
+    with pytest.raises(ValueError, match="unknown variant"): plan_experiment("racing", "cpu", variants=("fast",))
+    with pytest.raises(ValueError, match="through `variants`"): plan_experiment("racing", "cpu", config={"racing": "exact"})
