@@ -592,7 +592,7 @@ def _report_racing(df):
     d["setting"] = parts.str[1].fillna("")
     out = {}
     for (t, setting), dt in d.groupby(["task", "setting"], sort=True):
-        name = f"racing_{t}" + re.sub(r"[^A-Za-z0-9]+", "_", setting).rstrip("_")
+        name = t + re.sub(r"[^A-Za-z0-9]+", "_", setting).rstrip("_")
         where = TASK_LABELS.get(t, t) + (f" ({setting})" if setting else "")
         g = dt.groupby("method", sort=False)
         f = g.agg(runs=("seed", "size"), test_best=("test_best", "mean"), test_best_std=("test_best", "std"),

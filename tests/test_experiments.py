@@ -17,7 +17,8 @@ TABLES = ["single_task_table1", "single_task_table12", "single_task_paired", "si
           "equal_budget_table1", "equal_budget_table12", "equal_budget_paired", "equal_budget_paired_best", "equal_budget_budget",
           "multi_task_table2", "zero_shot_table3",
           "zero_shot_table3_macro", "zero_shot_table4", "scaling_figure2_toy", "ablation_table5", "time_efficiency_table6",
-          "hparam_sweep_sweep", "hparam_analysis_table9", "hparam_analysis_table10", "validation_size_table13_toy"]
+          "hparam_sweep_sweep", "hparam_analysis_table9", "hparam_analysis_table10", "validation_size_table13_toy",
+          "racing_toy", "racing_toy_paired"]
 FIGURES = ["figure2_scaling.png", "fitness_single_task.png", "hparam_sweep.png"]
 
 
