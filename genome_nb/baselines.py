@@ -778,7 +778,8 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
         pc = [t for t in run.tasks if modes[t.name] == "per_prompt_choice"]
         pg = [t for t in run.tasks if modes[t.name] == "per_prompt_generate"]
         st = [t for t in run.tasks if modes[t.name] == "static"]
-        val_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "validation")[1]) for t in run.tasks}
+        # the experts' perplexities go through the score cache (Evaluator.prompt_logprobs): the test split's are the same for every seed
+        val_lp = {t.name: ev.prompt_logprobs(genomes, _prompts(ev, t, "validation")[1], t, "validation") for t in run.tasks}
         mean_lp = np.mean(np.concatenate([np.asarray(val_lp[t.name]) for t in run.tasks], axis=1), axis=1)
         lam_bar = pack_weights(mean_lp[:, None], c.tau)[0]
         static = None
@@ -826,7 +827,7 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
         run.log(generation=0, fitness=val_fit, validation=val, modes=modes, mean_weights=dict(zip(names, lam_bar.tolist())),
                 **(dict(generate_cost=val_cost) if val_cost else {}))
         # test: read once, at the end
-        test_lp = {t.name: eng.prompt_logprobs(genomes, _prompts(ev, t, "test")[1]) for t in pc + pg}
+        test_lp = {t.name: ev.prompt_logprobs(genomes, _prompts(ev, t, "test")[1], t, "test") for t in pc + pg}
         ex_test = ev.evaluate(genomes, pc, "test") if pc else None
         st_test = ev.evaluate([static], st, "test") if st else None
         test, test_fit, rows, _, test_cost = scores("test", test_lp, ex_test, st_test)

@@ -15,7 +15,7 @@ from .engines import Engine
 # %% auto #0
 __all__ = ['MODES', 'RACE_BOUNDS', 'RACE_METRICS', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget',
            'BudgetExhausted', 'choose_options', 'engine_base', 'Evaluator', 'race_upper_bound', 'RaceResult', 'race',
-           'bench_engine', 'EngineStatsSnapshot']
+           'prompt_logprobs', 'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -446,6 +446,39 @@ def race(self: Evaluator,
     return RaceResult(fit({t.name: scores[t.name].score for t in tasks}), True, total, total, scores)
 
 Evaluator.race = race
+
+# %% ../nbs/07_fitness.ipynb #1987d109
+def prompt_logprobs(self: Evaluator,
+                    genomes: Sequence,          # LoraGenome (or None for the bare base model)
+                    texts: Sequence[str],       # the texts (e.g. a split's prompts)
+                    task=None,                  # the task they come from (recorded in the cache record only)
+                    split: str = "",            # likewise
+                    ) -> list[list[float]]:     # [genome][text] mean token log-probability (−log perplexity)
+    """The engine's `prompt_logprobs` through the score cache, one record per genome and text list. Pack of LLMs
+    weighs its experts by these on every prompt of validation and test; the test split is the same for every seed, so
+    its perplexities are computed once per engine and expert. The key holds the whole text list (not one key per text):
+    a hit returns exactly what the same call would compute, whatever the batching of the engine."""
+    digests = [g.digest() if g is not None else "base" for g in genomes]
+    self._check_base(genomes, digests)
+    texts = list(texts)
+    td = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
+    keys = ["|".join([d, "prompt_logprobs", self.engine.fingerprint, td]) for d in digests]
+    todo = {d: g for d, g, k in zip(digests, genomes, keys) if self.cache.get(k) is None}
+    if todo:
+        t0 = time.perf_counter()
+        lps = self.engine.prompt_logprobs(list(todo.values()), texts)
+        name = getattr(task, "name", str(task or ""))
+        for d, lp in zip(todo, lps):
+            lp = [float(x) for x in lp]
+            if not all(math.isfinite(x) for x in lp):
+                raise ValueError(f"genome {d[:8]} gives NaN/Inf prompt log-probabilities; its weights or the base model's are broken")
+            self.cache.put("|".join([d, "prompt_logprobs", self.engine.fingerprint, td]),
+                           TaskScore(task=name, split=split, mode="prompt_logprobs", score=math.fsum(lp) / max(1, len(lp)), fitness=0.0,
+                                     metrics={}, predictions=[], outputs=lp))
+        self.budget.seconds += time.perf_counter() - t0
+    return [list(self.cache.get(k).outputs) for k in keys]
+
+Evaluator.prompt_logprobs = prompt_logprobs
 
 # %% ../nbs/07_fitness.ipynb #18f15b75
 def bench_engine(engine, task, genomes: Sequence, n: int = 64, split: str = "validation", mode: str = "choice",
