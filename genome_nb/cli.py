@@ -717,7 +717,9 @@ def parser() -> argparse.ArgumentParser:
                    help="fitness racing (GenomeConfig.racing; default: the profile's, full evaluation)")
     common(e, "evolve"); e.set_defaults(func=evolve_cmd)
     b = sub.add_parser("baseline", help="run one of the paper's baselines")
-    b.add_argument("--method", required=True)
+    from genome_nb.baselines import BASELINES   # the method names a user may pass, listed by --help
+    # not argparse choices: check_args names a wrong method with the closest known one, before any work
+    b.add_argument("--method", required=True, metavar="METHOD", help=f"one of: {', '.join(BASELINES)}")
     common(b, "baseline"); b.set_defaults(func=baseline_cmd)
     x = sub.add_parser("bench", help="engine throughput: bare model vs a population (JSON)")
     x.add_argument("--model", default="smollm2-135m-instruct"); x.add_argument("--dtype", default="auto")

@@ -467,9 +467,6 @@ def frame_table(df: pd.DataFrame, title: str, digits: int = 3) -> TableOut:
 
 def _own(df): return df[df.transfer_from.isna()] if "transfer_from" in df else df
 
-def _gain_rows(df, base):
-    return tuple(m for m in METHOD_LABELS if m in set(df.method) and m != base and m in GENOME_METHODS)
-
 def _budget_frame(d: pd.DataFrame) -> pd.DataFrame:
     """Per method: the full-validation evaluations it asked for (mean, min, max over runs; NaN for runs older than the
     count), the distinct genomes it scored on validation (final.json's `evaluations`), and the cap it ran under."""
