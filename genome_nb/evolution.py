@@ -19,10 +19,11 @@ from .fitness import BudgetExhausted, Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
-__all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'atomic_write',
-           'write_json', 'RunLock', 'run_environment', 'diff_configs', 'save_checkpoint', 'load_checkpoint',
-           'evaluator_record', 'config_defaults', 'check_same_config', 'evolve', 'is_free_text', 'best_record',
-           'prediction_rows', 'write_results', 'finish_single', 'ensemble_results', 'transfer']
+__all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'Step',
+           'first_population', 'generation', 'atomic_write', 'write_json', 'RunLock', 'run_environment', 'diff_configs',
+           'save_checkpoint', 'load_checkpoint', 'evaluator_record', 'config_defaults', 'check_same_config', 'evolve',
+           'is_free_text', 'best_record', 'prediction_rows', 'write_results', 'finish_single', 'ensemble_results',
+           'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -141,6 +142,84 @@ class Individual:
     origin: dict = field(default_factory=dict)
     examples: int | None = None   # raced out after this many validation examples (its fitness is their mean); None: all scored
 
+# %% ../nbs/08_evolution.ipynb #32da1507
+def _topk(pop: list[Individual], k: int) -> list[Individual]:
+    "The k best individuals by validation fitness, ties kept in population order."
+    order = sorted(range(len(pop)), key=lambda i: (-pop[i].fitness, i))
+    return [pop[i] for i in order[:k]]
+
+@dataclass
+class Step:
+    "What one generation did."
+    population: list[Individual]          # the N selected: the next generation
+    pool: list[Individual]                # everything selection chose from (population or moved population, born, kept elites)
+    born: list[Individual]                # the generation's children (crossover) and mutants
+    state: SuccessionState | None         # succession's state for the next generation (GENOME+)
+    ops: dict                             # individuals each operator made
+
+def first_population(names: Sequence[str], genomes: Sequence[LoraGenome], config: GenomeConfig,
+                     gen: torch.Generator) -> list[Individual]:
+    "Generation 0 (ids i0, i1, …): random pairwise merges of the experts (Eq. 2) or the experts themselves; GENOME+ adds experience."
+    if config.use_initialization:
+        inits, origins = initialize(genomes, config.population_size, gen, weights=config.init_weights, method=config.merge_method)
+        origins = [dict(op="init", experts=[names[o["experts"][0]], names[o["experts"][1]]], t=o["t"]) for o in origins]
+    else:
+        inits, origins = list(genomes), [dict(op="expert", name=n) for n in names]
+    pop = [Individual(f"i{k}", g, None, None, o) for k, (g, o) in enumerate(zip(inits, origins))]
+    if config.use_succession and config.initial_experience == "released":   # the released PSO's v_i = w_j − w_i, j uniform
+        members = [i.genome for i in pop]
+        for ind in pop: ind.experience = init_velocity(ind.genome, members, gen)
+    elif config.use_succession:
+        for ind in pop: ind.experience = init_experience(ind.genome, gen, scale=config.experience_scale)
+    return pop
+
+def generation(pop: list[Individual],      # the scored population
+               config: GenomeConfig,
+               gen: torch.Generator,        # every random choice of the step comes from it
+               score,                       # score(individuals, known): fill in the fitness of new individuals
+               new_id,                      # new_id(): an unused individual id
+               state: SuccessionState | None = None,   # succession's state from the last generation (GENOME+)
+               k: int = 1,                  # the generation's number (recorded in the origins)
+               ) -> Step:
+    "One generation of GENOME (crossover, mutation, selection) or GENOME+ (and succession before selection)."
+    plus, racing = config.use_succession, config.racing != "off"
+    born = []
+    if config.use_crossover:                                     # crossover (Eq. 3)
+        kids, recs = crossover([i.genome for i in pop], [i.fitness for i in pop], config.crossover_rate, gen,
+                               method=config.merge_method, count=config.crossover_count)
+        for g, r in zip(kids, recs):
+            a, b = pop[r["parents"][0]], pop[r["parents"][1]]
+            exp = a.experience * r["t"] + b.experience * (1 - r["t"]) if plus else None
+            born.append(Individual(new_id(), g, None, exp, dict(op="crossover", parents=[a.id, b.id], t=r["t"], generation=k)))
+    if config.use_mutation:                                      # mutation (Eq. 4)
+        for src in pop + list(born):
+            if torch.rand((), generator=gen).item() < config.individual_mutation_rate:
+                g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
+                born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
+    if not racing: score(born, None)
+    elif not plus: score(born, pop)                              # racing: the pool is pop + born
+    unmoved = []
+    if plus:                                                     # succession (Eq. 5)
+        if config.elitist_succession:                            # the elites also enter selection as they are
+            unmoved = _topk(pop, elite_count(config.population_size, config.elite_ratio, config.elite_rounding))
+        decay = {} if config.lam_decay is None else dict(lam_decay=config.lam_decay)
+        new_w, new_e, state = succession([i.genome for i in pop], [i.experience for i in pop], [i.fitness for i in pop],
+                                         state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme,
+                                         **decay)
+        moved = [Individual(new_id(), w, ind.fitness if not config.rescore_after_succession else None, e,
+                            dict(op="succession", parent=ind.id, generation=k)) for ind, w, e in zip(pop, new_w, new_e)]
+        # racing: the pool is moved + born (+ unmoved), so the moved population is scored first and sets the cut-off
+        score(moved, unmoved if racing else None)
+        if racing: score(born, moved + unmoved)
+        pop = moved                                              # every member moved (Algorithm 2)
+    pool = pop + born + unmoved                                  # selection
+    keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
+                  elite_rounding=config.elite_rounding)
+    nxt = [pool[i] for i in keep]
+    ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
+    ops["succession"] = len(nxt) if plus else 0
+    return Step(nxt, pool, born, state, ops)
+
 # %% ../nbs/08_evolution.ipynb #d8cd5284
 @contextlib.contextmanager
 def _cleanup_on_failure(tmp: Path, path: Path):
@@ -244,11 +323,6 @@ def _record(pop: list[Individual]) -> dict:
     f = [i.fitness for i in pop]
     return dict(best=max(f), mean=sum(f) / len(f), worst=min(f))
 
-def _topk(pop: list[Individual], k: int) -> list[Individual]:
-    "The k best individuals by validation fitness, ties kept in population order."
-    order = sorted(range(len(pop)), key=lambda i: (-pop[i].fitness, i))
-    return [pop[i] for i in order[:k]]
-
 def _evaluate(evaluator, inds: list[Individual], tasks, weights, counters: dict, config=None, known: Sequence[Individual] = ()) -> None:
     """Fill in the validation fitness of individuals (cache hits cost nothing). With `config.racing` on, each is raced
     (`Evaluator.race`) against the cut-off that matters by rank: the r-th best exact fitness among `known` (the other
@@ -347,7 +421,6 @@ def evolve(
 # %% ../nbs/08_evolution.ipynb #e2a6434e
 def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run_dir: Path, cfg_json, progress):
     ckpt_path, template = run_dir / "checkpoint.pt", genomes[0]
-    plus = config.use_succession
     t_start = time.perf_counter()
     if ckpt_path.is_file():                                   # resume
         check_same_config(run_dir, cfg_json, absent=dict(config=config_defaults(GenomeConfig)))
@@ -361,18 +434,8 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
         write_json(run_dir / "config.json", {**cfg_json, "environment": run_environment()})
         gen = make_generator(config.seed)
         counters = dict(evaluations=0, next_id=0)
-        if config.use_initialization:
-            inits, origins = initialize(genomes, config.population_size, gen, weights=config.init_weights, method=config.merge_method)
-            origins = [dict(op="init", experts=[names[o["experts"][0]], names[o["experts"][1]]], t=o["t"]) for o in origins]
-        else:
-            inits, origins = list(genomes), [dict(op="expert", name=n) for n in names]
-        pop = [Individual(f"i{k}", g, None, None, o) for k, (g, o) in enumerate(zip(inits, origins))]
+        pop = first_population(names, genomes, config, gen)
         counters["next_id"] = len(pop)
-        if plus and config.initial_experience == "released":   # the released PSO's v_i = w_j − w_i, j uniform
-            members = [i.genome for i in pop]
-            for ind in pop: ind.experience = init_velocity(ind.genome, members, gen)
-        elif plus:
-            for ind in pop: ind.experience = init_experience(ind.genome, gen, scale=config.experience_scale)
         try: _evaluate(evaluator, pop, tasks, weights, counters, config)
         except BudgetExhausted as e:
             raise ValueError(f"{config.method}: a validation budget of {e.cap:g} evaluations does not cover the initial population "
@@ -390,6 +453,11 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
         counters["next_id"] += 1
         return f"i{counters['next_id'] - 1}"
 
+    def score(inds, known=None):   # generation()'s scorer: the evaluator, racing against `known` when racing is on
+        _evaluate(evaluator, inds, tasks, weights, counters, *((config, known) if known is not None else ()))
+
+    racing = config.racing != "off"
+
     bar = tqdm(range(start, config.iterations + 1), desc=f"{config.method} {'+'.join(t.name for t in tasks)}",
                disable=not progress, initial=start - 1, total=config.iterations)
     stopped = None
@@ -398,47 +466,13 @@ def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run
         # (`BudgetExhausted`, before scoring), and the run then ends with the population of the last whole generation
         try:
             t0 = time.perf_counter()
-            born = []
-            if config.use_crossover:                                     # crossover (Eq. 3)
-                kids, recs = crossover([i.genome for i in pop], [i.fitness for i in pop], config.crossover_rate, gen,
-                                       method=config.merge_method, count=config.crossover_count)
-                for g, r in zip(kids, recs):
-                    a, b = pop[r["parents"][0]], pop[r["parents"][1]]
-                    exp = a.experience * r["t"] + b.experience * (1 - r["t"]) if plus else None
-                    born.append(Individual(new_id(), g, None, exp, dict(op="crossover", parents=[a.id, b.id], t=r["t"], generation=k)))
-            if config.use_mutation:                                      # mutation (Eq. 4)
-                for src in pop + list(born):
-                    if torch.rand((), generator=gen).item() < config.individual_mutation_rate:
-                        g = mutate(src.genome, config.gene_mutation_rate, config.sigma, gen)
-                        born.append(Individual(new_id(), g, None, src.experience, dict(op="mutation", parent=src.id, generation=k)))
-            racing = config.racing != "off"
-            if not racing: _evaluate(evaluator, born, tasks, weights, counters)
-            elif not plus: _evaluate(evaluator, born, tasks, weights, counters, config, known=pop)   # the pool is pop + born
-            unmoved = []
-            if plus:                                                     # succession (Eq. 5)
-                if config.elitist_succession:                            # the elites also enter selection as they are
-                    unmoved = _topk(pop, elite_count(config.population_size, config.elite_ratio, config.elite_rounding))
-                decay = {} if config.lam_decay is None else dict(lam_decay=config.lam_decay)
-                new_w, new_e, state = succession([i.genome for i in pop], [i.experience for i in pop], [i.fitness for i in pop],
-                                                 state, phi=config.phi, lam=config.lam, generator=gen, scheme=config.succession_scheme,
-                                                 **decay)
-                moved = [Individual(new_id(), w, ind.fitness if not config.rescore_after_succession else None, e,
-                                    dict(op="succession", parent=ind.id, generation=k)) for ind, w, e in zip(pop, new_w, new_e)]
-                # racing: the pool is moved + born (+ unmoved), so the moved population is scored first and sets the cut-off
-                _evaluate(evaluator, moved, tasks, weights, counters, *((config, unmoved) if racing else ()))
-                if racing: _evaluate(evaluator, born, tasks, weights, counters, config, known=moved + unmoved)
-                pop = moved                                              # every member moved (Algorithm 2)
-            pool = pop + born + unmoved                                  # selection
-            keep = select([i.fitness for i in pool], config.population_size, config.elite_ratio, gen, scheme=config.selection,
-                          elite_rounding=config.elite_rounding)
-            pop = [pool[i] for i in keep]
-            gen_best = max(pool, key=lambda i: i.fitness)
+            step = generation(pop, config, gen, score, new_id, state, k)
+            pop, state = step.population, step.state
+            gen_best = max(step.pool, key=lambda i: i.fitness)
             if gen_best.fitness > best.fitness: best = gen_best
-            ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
-            ops["succession"] = len(pop) if plus else 0
-            history.append(dict(generation=k, **_record(pop), global_best=best.fitness, new=sum(ops.values()), ops=ops,
+            history.append(dict(generation=k, **_record(pop), global_best=best.fitness, new=sum(step.ops.values()), ops=step.ops,
                                 evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t0, 3),
-                                **({"raced_out": sum(i.examples is not None for i in pool)} if racing else {})))
+                                **({"raced_out": sum(i.examples is not None for i in step.pool)} if racing else {})))
             counters["charges"] = evaluator.charges()
             save_checkpoint(ckpt_path, k, pop, best, state, gen, history, counters)
             atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
