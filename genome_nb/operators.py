@@ -16,7 +16,8 @@ from .merge import merge
 
 # %% auto #0
 __all__ = ['make_generator', 'positive_fitness', 'fitness_probabilities', 'initialize', 'crossover', 'mutate', 'elite_count',
-           'select', 'SuccessionState', 'init_experience', 'init_velocity', 'succession']
+           'select', 'SuccessionState', 'init_experience', 'init_velocity', 'paper_succession', 'released_succession',
+           'succession']
 
 # %% ../nbs/02_operators.ipynb #865b1f6e
 def make_generator(seed: int) -> torch.Generator:
@@ -194,6 +195,34 @@ def init_velocity(genome: LoraGenome, population: Sequence[LoraGenome], generato
     return population[j] - genome
 
 # %% ../nbs/02_operators.ipynb #5f7a7fd0
+def paper_succession(W: torch.Tensor, E: torch.Tensor,   # weights w_i and experiences e_i, one row per individual
+                     g: torch.Tensor, wst: torch.Tensor,    # e_g and e_w: experiences of the best and worst so far
+                     c: torch.Tensor,                       # e_c: experience of the current generation's best
+                     phi: tuple[float, float, float, float], lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    "Eq. 5 on stacked tensors: e_i ← (φ_e e_i + φ_g (e_g − e_i) + φ_c (e_c − e_i) − φ_w (e_w − e_i)) / C, then w_i ← w_i + λ e_i."
+    pe, pg, pc, pw = phi
+    C = pe + pg + pc + pw
+    if C == 0: raise ValueError(f"phi sums to 0: C = φ_e + φ_g + φ_c + φ_w must not vanish")
+    E_new = (pe * E + pg * (g - E) + pc * (c - E) - pw * (wst - E)) / C
+    return W + lam * E_new, E_new
+
+def released_succession(W: torch.Tensor, V: torch.Tensor,  # weights x_i and velocities v_i, one row per individual
+                        P: torch.Tensor,                    # personal bests p_i (the released code passes x_i itself)
+                        g: torch.Tensor, wst: torch.Tensor, # weights of the best and the worst so far
+                        r: tuple[float, ...],               # the four random coefficients r_k of the run
+                        phi: tuple[float, float, float, float],
+                        lam: float, lam_decay: float,       # the current λ, and φ_λ: λ ← λ·φ_λ before each individual
+                        ) -> tuple[torch.Tensor, torch.Tensor, float]:  # new weights, new velocities, the decayed λ
+    "The released code's PSO step: v_i ← (r₀φ₀ v_i + r₁φ₁ (p_i − x_i) + r₂φ₂ (g − x_i) − r₃φ₃ (w − x_i)) / C, x_i ← x_i + λ_i v_i."
+    C = sum(rk * pk for rk, pk in zip(r, phi))
+    if C == 0: raise ValueError("C = Σ r_k φ_k vanishes")
+    V_new = (r[0] * phi[0] * V + r[1] * phi[1] * (P - W) + r[2] * phi[2] * (g - W) - r[3] * phi[3] * (wst - W)) / C
+    steps = []
+    for _ in range(len(W)):
+        lam *= lam_decay
+        steps.append(lam)
+    return W + torch.tensor(steps, dtype=W.dtype)[:, None] * V_new, V_new, lam
+
 def succession(
     weights: Sequence[LoraGenome],       # w_i: current individuals
     experiences: Sequence[LoraGenome],   # e_i (paper) or velocities v_i (released), one per individual
@@ -207,7 +236,7 @@ def succession(
     lam_decay: float = 0.95,             # released: φ_λ, λ ← λ·φ_λ before each individual's update
     random_coefficients: bool = True,    # released: r_k ~ U(0,1) (False: all 1, the code's `unable_random`)
 ) -> tuple[list[LoraGenome], list[LoraGenome], SuccessionState]:  # (new weights, new experiences, new state)
-    "Eq. 5, then w_i ← w_i + λ e_i; or the released code's PSO update."
+    "Eq. 5, then w_i ← w_i + λ e_i (`paper_succession`); or the released code's PSO update (`released_succession`)."
     weights, experiences = list(weights), list(experiences)
     n = len(weights)
     if n == 0: raise ValueError("succession needs at least one individual")
@@ -225,34 +254,19 @@ def succession(
     W = torch.stack([w.flatten() for w in weights])
     E = torch.stack([e.flatten() for e in experiences])
     g, wst = state.best.flatten(), state.worst.flatten()
-    if scheme == "paper":
-        pe, pg, pc, pw = phi
-        C = pe + pg + pc + pw
-        if C == 0: raise ValueError(f"phi sums to 0: C = φ_e + φ_g + φ_c + φ_w must not vanish")
-        c = E[ib]
-        E_new = (pe * E + pg * (g - E) + pc * (c - E) - pw * (wst - E)) / C
-        W_new = W + lam * E_new
+    if scheme == "paper": W_new, E_new = paper_succession(W, E, g, wst, E[ib], phi, lam)
     else:
         if state.r is None:
             if random_coefficients: _check_gen(generator)
             r = tuple(torch.rand(4, generator=generator, dtype=torch.float64).tolist()) if random_coefficients else (1.0,) * 4
             state = dataclasses.replace(state, r=r)
-        r = state.r
-        C = sum(rk * pk for rk, pk in zip(r, phi))
-        if C == 0: raise ValueError("C = Σ r_k φ_k vanishes")
         if personal_best is None: P = W   # the released code's self.p is self.x: the cognitive term is 0
         else:
             personal_best = list(personal_best)
             if len(personal_best) != n: raise ValueError(f"{n} individuals but {len(personal_best)} personal bests")
             check_compatible(weights + personal_best)
             P = torch.stack([p.flatten() for p in personal_best])
-        E_new = (r[0] * phi[0] * E + r[1] * phi[1] * (P - W) + r[2] * phi[2] * (g - W) - r[3] * phi[3] * (wst - W)) / C
-        cur = lam if state.lam is None else state.lam
-        steps = []
-        for _ in range(n):
-            cur *= lam_decay
-            steps.append(cur)
-        W_new = W + torch.tensor(steps, dtype=W.dtype)[:, None] * E_new
+        W_new, E_new, cur = released_succession(W, E, P, g, wst, state.r, phi, lam if state.lam is None else state.lam, lam_decay)
         state = dataclasses.replace(state, lam=cur)
     new_w = [w.unflatten(x) for w, x in zip(weights, W_new)]
     new_e = [e.unflatten(x) for e, x in zip(experiences, E_new)]
