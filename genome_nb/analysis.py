@@ -14,19 +14,57 @@ import pandas as pd
 from scipy import stats
 
 # %% auto #0
-__all__ = ['METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'HPARAMS', 'SYNTHETIC_BASE', 'SYNTHETIC_EFFECTS',
-           'RESULT_COLUMNS', 'PAPER_STARS', 'CONVENTIONAL_STARS', 'HPARAM_LABELS', 'HPARAM_TARGETS', 'FIG_STYLE',
-           'write_synthetic_run', 'synthetic_runs', 'synthetic_sweep', 'find_run_dirs', 'task_metric', 'load_results',
-           'PaperTable', 'table', 'stars', 'HparamStats', 'hparam_stats', 'load_predictions', 'paired_bootstrap',
-           'paired_table', 'savefig', 'method_colors', 'load_history', 'plot_fitness_curves', 'plot_scaling',
-           'capability_ranks', 'plot_capability_heatmap', 'plot_hparam']
+__all__ = ['METHOD_REGISTRY', 'METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'HPARAMS', 'SYNTHETIC_BASE',
+           'SYNTHETIC_EFFECTS', 'RESULT_COLUMNS', 'PAPER_STARS', 'CONVENTIONAL_STARS', 'HPARAM_LABELS',
+           'HPARAM_TARGETS', 'FIG_STYLE', 'MethodInfo', 'methods_where', 'write_synthetic_run', 'synthetic_runs',
+           'synthetic_sweep', 'find_run_dirs', 'task_metric', 'load_results', 'PaperTable', 'table', 'stars',
+           'HparamStats', 'hparam_stats', 'load_predictions', 'paired_bootstrap', 'paired_table', 'savefig',
+           'method_colors', 'load_history', 'plot_fitness_curves', 'plot_scaling', 'capability_ranks',
+           'plot_capability_heatmap', 'plot_hparam']
 
 # %% ../nbs/12_analysis.ipynb #09437051
-METHOD_LABELS = {  # method name in final.json → row label, in the order of the paper's Table 1
-    "best_single": "Best Single", "data_merge": "Data Merge", "dare_ties": "DARE_TIES",
-    "expert_fusion": "Expert Fusion", "lorahub": "LoraHub", "merge3": "MERGE³-LoRA",
-    "pack_of_llms": "Pack of LLMs", "model_swarms": "Model Swarms", "expert_ensemble": "Direct Top-3 Ensemble",
-    "genome": "GENOME", "genome_plus_best": "GENOME+ (best individual)", "genome_plus": "GENOME+"}
+@dataclass(frozen=True)
+class MethodInfo:
+    "One method of the comparison: its name in final.json, its row label, and what the experiment batch needs to know of it."
+    name: str
+    label: str                   # row label in the paper's tables
+    kind: str                    # "baseline" (genome_nb.baselines.BASELINES) or "genome" (genome_nb.evolution.evolve)
+    reference: str               # where the method comes from
+    dynamic: bool = False        # adapts to the task from data (the dynamic methods of Tables 2–4)
+    seedless: bool = False       # makes no random choice: runs that see the same validation draw are the same run
+    experts_first: bool = False  # starts by scoring every expert on validation
+    label_free: bool = False     # adapts from the prompts alone, without labels (its zero-shot run is a run on the target)
+    ensemble: bool = False       # reports a top-k ensemble (its best individual is reported as well)
+
+# The one registry of methods, in the order of the paper's Table 1; every list of method names derives from it
+# (the runners live with their code: `baselines.BASELINES`, `evolution.METHODS`; a test keeps the three in step).
+METHOD_REGISTRY: dict[str, MethodInfo] = {m.name: m for m in [
+    MethodInfo("best_single", "Best Single", "baseline", "paper §4.1: the best-performing expert (chosen on validation)", seedless=True, experts_first=True),
+    MethodInfo("data_merge", "Data Merge", "baseline", "paper §4.1: one LoRA trained on the 10 sub-datasets pooled", seedless=True),
+    MethodInfo("dare_ties", "DARE_TIES", "baseline", "Yu et al. 2024 (DARE) with Yadav et al. 2023 (TIES)"),
+    MethodInfo("expert_fusion", "Expert Fusion", "baseline", "paper §4.1: Σ t_i w_i, t_i the normalised fitness",
+               dynamic=True, seedless=True, experts_first=True),
+    MethodInfo("lorahub", "LoraHub", "baseline", "Huang et al. 2024, sail-sg/lorahub", dynamic=True),
+    MethodInfo("merge3", "MERGE³-LoRA", "baseline", "Mencattini et al. 2025 (MERGE³), on LoRA experts", experts_first=True),
+    MethodInfo("pack_of_llms", "Pack of LLMs", "baseline", "Mavromatis et al. 2024 (PackLLM)",
+               dynamic=True, seedless=True, experts_first=True, label_free=True),
+    MethodInfo("model_swarms", "Model Swarms", "baseline", "Feng et al. 2024 (Model Swarms)", dynamic=True, experts_first=True),
+    MethodInfo("expert_ensemble", "Direct Top-3 Ensemble", "baseline", "paper Table 18: the top-3 experts' vote",
+               seedless=True, experts_first=True, ensemble=True),
+    MethodInfo("genome", "GENOME", "genome", "paper Algorithm 1", dynamic=True),
+    MethodInfo("genome_plus", "GENOME+", "genome", "paper Algorithm 2", dynamic=True, ensemble=True)]}
+
+def methods_where(**flags) -> tuple[str, ...]:
+    "Method names, in registry order, whose MethodInfo fields equal `flags` (e.g. kind='baseline', dynamic=True)."
+    bad = [k for k in flags if k not in MethodInfo.__dataclass_fields__]
+    if bad: raise ValueError(f"methods_where: MethodInfo has no field(s) {bad}")
+    return tuple(n for n, m in METHOD_REGISTRY.items() if all(getattr(m, k) == v for k, v in flags.items()))
+
+# method name in final.json → row label, in the order of the paper's Table 1; a method that reports an ensemble is
+# also shown as its best individual (`with_best_rows`: "<name>_best"), the row before it
+METHOD_LABELS = {k: v for m in METHOD_REGISTRY.values()
+                 for k, v in ([(f"{m.name}_best", f"{m.label} (best individual)")] if m.ensemble and m.kind == "genome" else [])
+                 + [(m.name, m.label)]}
 
 TASK_LABELS = {  # task name → column label, in the order of the paper's Table 1, then the other tasks
     "mmlu": "MMLU", "mmlu_pro": "MMLUPro", "gsm8k": "GSM8k", "math": "MATH", "mgsm": "MGSM",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
                            run_one, shared_cache_path)
-from .analysis import (METHOD_LABELS, TASK_LABELS, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
+from .analysis import (METHOD_LABELS, TASK_LABELS, methods_where, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
                                 load_history, load_results, paired_bootstrap, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)
 
 # %% auto #0
@@ -26,11 +26,11 @@ __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_MET
            'results_of', 'TableOut', 'frame_table', 'report', 'experiment_results', 'write_tables', 'write_figures']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
-BASELINE_METHODS = ("best_single", "data_merge", "expert_fusion", "dare_ties", "lorahub", "merge3", "pack_of_llms", "model_swarms",
-                    "expert_ensemble")   # the last: Table 18's Direct Top-3 Ensemble
+# every list of method names comes from analysis.METHOD_REGISTRY (the paper's Table 1 order)
+BASELINE_METHODS = methods_where(kind="baseline")   # the last: Table 18's Direct Top-3 Ensemble
 ALL_METHODS = BASELINE_METHODS + GENOME_METHODS
-DYNAMIC_METHODS = ("expert_fusion", "lorahub", "pack_of_llms", "model_swarms", "genome", "genome_plus")
-LABEL_FREE_METHODS = ("pack_of_llms",)   # adapt to a task from its prompts alone: zero-shot = a run on the target itself
+DYNAMIC_METHODS = methods_where(dynamic=True)
+LABEL_FREE_METHODS = methods_where(label_free=True)   # adapt to a task from its prompts alone: zero-shot = a run on the target itself
 PAPER_SEEDS = (41, 42, 47, 53, 3407)
 PAPER_TASKS = ("mmlu", "mmlu_pro", "gsm8k", "math", "mgsm", "flores37", "arc_c", "csqa", "bbh", "drop", "emorynlp", "mbpp")
 PAPER_DOMAINS = {"Affective Computing": ("meld", "emorynlp"), "Mathematics": ("gsm8k", "math"),
@@ -308,8 +308,8 @@ def _test_size(task: str) -> int:
 def _n_experts(profile: Profile) -> int:
     return int(profile.experts.split(":")[1]) if profile.experts.startswith("random:") else 10
 
-SEEDLESS_METHODS = ("best_single", "data_merge", "expert_fusion", "pack_of_llms", "expert_ensemble")   # no random choice: every seed gives the same run
-EXPERTS_FIRST = ("best_single", "expert_fusion", "merge3", "pack_of_llms", "model_swarms", "expert_ensemble")  # start by scoring every expert
+SEEDLESS_METHODS = methods_where(seedless=True)      # no random choice: every seed gives the same run
+EXPERTS_FIRST = methods_where(experts_first=True)    # start by scoring every expert
 
 def _run_cost(profile: Profile, spec: RunSpec) -> tuple[float, float]:
     "(examples scored by the run itself, examples of its zero-shot targets), without cache hits."
