@@ -455,6 +455,69 @@ def _prepare(tok, rows: Sequence[dict], config: ExpertConfig):
     if not encs: raise ValueError(f"none of the {len(rows)} examples keeps an assistant token within max_seq_len={config.max_seq_len}")
     return encs, used, dropped, _steps([len(e["input_ids"]) for e in encs], config)
 
+def _model_to_train(base, config: ExpertConfig, attn: str | None):
+    "A private copy of the base model (or a fresh load) in the recipe's precision, with the attention kernel asked for."
+    if isinstance(base, str):
+        model, tok = load_base(base, dtype="fp32" if config.precision != "bf16" else "bf16")
+    else:
+        model, tok = copy.deepcopy(base[0]), base[1]
+        model.to(torch.bfloat16 if config.precision == "bf16" else torch.float32)
+    if attn is not None: model.set_attn_implementation(attn)   # a copy or a fresh load: the caller's model keeps its own
+    return model, tok
+
+def _train_steps(model, tok, encs: list[dict], plan: list, config: ExpertConfig, desc: str, progress: bool) -> dict:
+    "AdamW over the planned steps (micro-batches accumulated, the loss summed over learned tokens); the curve and the counts."
+    from transformers import get_scheduler
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "autocast-bf16")
+    curve, lrs, tokens, padded, learned = [], [], 0, 0, 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = get_scheduler(config.schedule, opt, num_warmup_steps=math.ceil(config.warmup_ratio * len(plan)),
+                          num_training_steps=len(plan))
+    model.train()
+    t1, c1, step_s, step_tok = time.perf_counter(), time.process_time(), [], []
+    bar = tqdm(plan, desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        n_items = sum(sum(l != -100 for l in encs[i]["labels"][1:]) for mb in step for i in mb)
+        loss_sum = 0.0
+        for mb in step:
+            batch = _collate([encs[i] for i in mb], tok.pad_token_id)
+            # logits only where a learned token is predicted: the lm_head and the softmax over the
+            # vocabulary are skipped on prompt positions (same loss, ≈20% less compute here)
+            keep = (batch["labels"][:, 1:] != -100).any(0).nonzero().flatten()
+            with autocast:
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"], shift_labels=batch["labels"][:, keep + 1],
+                            logits_to_keep=keep, num_items_in_batch=n_items)
+            out.loss.backward()
+            loss_sum += out.loss.item()
+            tokens += int(batch["attention_mask"].sum()); padded += batch["input_ids"].numel()
+        learned += n_items
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        lrs.append(sched.get_last_lr()[0])
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        curve.append(loss_sum)
+        step_s.append(time.perf_counter() - t1 - sum(step_s)); step_tok.append(tokens - sum(step_tok))
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / (time.perf_counter() - t1):.0f}")
+    train_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1
+    model.eval()
+    return dict(curve=curve, lrs=lrs, tokens=tokens, padded=padded, learned=learned, step_s=step_s, step_tok=step_tok,
+                train_s=train_s, cpu_s=cpu_s)
+
+def _write_expert(model, info: dict, out_dir: Path) -> Path:
+    "The PEFT adapter and training.json, written to a temporary folder beside `out_dir` and swapped in whole."
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    cfg = model.peft_config["default"]   # peft keeps target_modules as a set: its order in the file would follow string hashing
+    if isinstance(cfg.target_modules, set): cfg.target_modules = sorted(cfg.target_modules)
+    try:
+        model.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps(info, indent=1))
+        _replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp)
+    return out_dir
+
 def train_expert(
     base,                              # base model name for `load_base`, or a (model, tokenizer) pair (copied, not modified)
     examples: Sequence[dict],          # chat examples (`read_source`); capped with `select_rows(examples, config)`
@@ -473,76 +536,31 @@ def train_expert(
         try: return train_expert(base, examples, out_dir, config, source, progress, None, attn)
         finally: torch.set_num_threads(before)
     from peft import LoraConfig, get_peft_model
-    from transformers import get_scheduler
     config, out_dir = config or ExpertConfig(), Path(out_dir)
     rows = select_rows(examples, config)
     if not rows: raise ValueError("train_expert: no examples")
     source = source or ("+".join(sorted({e.get("source", "?") for e in rows})))
     t0 = time.perf_counter()
-    if isinstance(base, str):
-        model, tok = load_base(base, dtype="fp32" if config.precision != "bf16" else "bf16")
-    else:
-        model, tok = copy.deepcopy(base[0]), base[1]
-        model.to(torch.bfloat16 if config.precision == "bf16" else torch.float32)
-    if attn is not None: model.set_attn_implementation(attn)   # a copy or a fresh load: the caller's model keeps its own
+    model, tok = _model_to_train(base, config, attn)
     encs, used, dropped, plan = _prepare(tok, rows, config)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "autocast-bf16")
-    curve, lrs, tokens, padded, learned = [], [], 0, 0, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # LoRA init (kaiming A) and dropout draw from here
         lora = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.target_modules),
                           lora_dropout=config.dropout, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
         model.peft_config["default"].base_model_name_or_path = _base_id(base)  # recorded in adapter_config.json
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        sched = get_scheduler(config.schedule, opt, num_warmup_steps=math.ceil(config.warmup_ratio * len(plan)),
-                              num_training_steps=len(plan))
-        model.train()
-        t1, c1, step_s, step_tok = time.perf_counter(), time.process_time(), [], []
-        bar = tqdm(plan, desc=f"expert {source}", disable=not progress, leave=False)
-        for step in bar:
-            n_items = sum(sum(l != -100 for l in encs[i]["labels"][1:]) for mb in step for i in mb)
-            loss_sum = 0.0
-            for mb in step:
-                batch = _collate([encs[i] for i in mb], tok.pad_token_id)
-                # logits only where a learned token is predicted: the lm_head and the softmax over the
-                # vocabulary are skipped on prompt positions (same loss, ≈20% less compute here)
-                keep = (batch["labels"][:, 1:] != -100).any(0).nonzero().flatten()
-                with autocast:
-                    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                labels=batch["labels"], shift_labels=batch["labels"][:, keep + 1],
-                                logits_to_keep=keep, num_items_in_batch=n_items)
-                out.loss.backward()
-                loss_sum += out.loss.item()
-                tokens += int(batch["attention_mask"].sum()); padded += batch["input_ids"].numel()
-            learned += n_items
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            lrs.append(sched.get_last_lr()[0])
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            curve.append(loss_sum)
-            step_s.append(time.perf_counter() - t1 - sum(step_s)); step_tok.append(tokens - sum(step_tok))
-            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tokens / (time.perf_counter() - t1):.0f}")
-        train_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1
-        model.eval()
+        run = _train_steps(model, tok, encs, plan, config, f"expert {source}", progress)
     info = dict(source=source, base=_base_id(base), recipe_hash=recipe_hash(config, _base_id(base), source, rows),
                 recipe_version=RECIPE_VERSION, config=config.to_dict(), examples=len(used), rows=used, dropped=dropped,
-                steps=len(plan), tokens=tokens, padded_tokens=padded, learned_tokens=learned,
-                loss=[round(l, 5) for l in curve], lr=[float(f"{l:.4g}") for l in lrs],
-                final_loss=round(float(np.mean(curve[-max(1, len(curve) // 10):])), 5),
-                seconds=round(time.perf_counter() - t0, 2), train_seconds=round(train_s, 2),
-                tokens_per_s=round(tokens / train_s, 1), padded_tokens_per_s=round(padded / train_s, 1), step_seconds=[round(x, 3) for x in step_s], step_tokens=step_tok,
-                cpu_seconds=round(cpu_s, 2), dtype=str(next(model.base_model.parameters()).dtype),
+                steps=len(plan), tokens=run["tokens"], padded_tokens=run["padded"], learned_tokens=run["learned"],
+                loss=[round(l, 5) for l in run["curve"]], lr=[float(f"{l:.4g}") for l in run["lrs"]],
+                final_loss=round(float(np.mean(run["curve"][-max(1, len(run["curve"]) // 10):])), 5),
+                seconds=round(time.perf_counter() - t0, 2), train_seconds=round(run["train_s"], 2),
+                tokens_per_s=round(run["tokens"] / run["train_s"], 1), padded_tokens_per_s=round(run["padded"] / run["train_s"], 1),
+                step_seconds=[round(x, 3) for x in run["step_s"]], step_tokens=run["step_tok"],
+                cpu_seconds=round(run["cpu_s"], 2), dtype=str(next(model.base_model.parameters()).dtype),
                 threads=torch.get_num_threads(), attn_implementation=model.config._attn_implementation, versions=_versions())
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        (tmp / "training.json").write_text(json.dumps(info, indent=1))
-        _replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
-    return out_dir
+    return _write_expert(model, info, out_dir)
 
 # %% ../nbs/10_experts.ipynb #274e23dc
 def _slug(base: str) -> str: return re.sub(r"[^A-Za-z0-9._-]+", "--", str(base).strip("/")) or "base"
