@@ -584,9 +584,9 @@ def _report_validation_size(df):
 def _report_racing(df):
     "Per racing mode: test scores, cost, and each mode minus full evaluation per test example (paired over seeds)."
     d = _own(df).copy()
-    parts = d.variant.fillna("racing=?").str.split(" ", n=1)
-    d["method"] = parts.str[0]                           # the arms as methods, so that the paired tests tell them apart
-    d["setting"] = parts.str[1].fillna("")
+    parts = d.variant.fillna("racing=?").str.partition(" ")
+    d["method"] = parts[0]                               # the arms as methods, so that the paired tests tell them apart
+    d["setting"] = parts[2]                              # "" for the batch's own settings
     out = {}
     for (t, setting), dt in d.groupby(["task", "setting"], sort=True):
         name = t + re.sub(r"[^A-Za-z0-9]+", "_", setting).rstrip("_")
