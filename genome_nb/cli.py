@@ -17,7 +17,8 @@ __all__ = ['ENGINE_KWARGS', 'CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHOD
            'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set', 'evolve_cmd',
            'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info', 'score_agreement',
            'check_gpu_prompts', 'check_gpu_adapters', 'check_gpu', 'check_gpu_cmd', 'plot_fitness', 'quickstart_root',
-           'quickstart', 'experiment_notebooks', 'batch_stages', 'run_all', 'run_all_cmd', 'parser', 'main']
+           'quickstart', 'experiment_notebooks', 'default_threads', 'batch_stages', 'run_all', 'run_all_cmd', 'parser',
+           'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 # the engine arguments a profile may set (`Profile.engine_kwargs`), per engine; the rest come from the profile's own fields
@@ -605,6 +606,12 @@ def experiment_notebooks(notebooks: str | Path | None = None) -> dict[str, Path]
     if not out: raise FileNotFoundError(f"{d}: no experiment notebook NN_name.ipynb")
     return out
 
+def default_threads(jobs: int = 1) -> int:
+    "Torch threads per process when `jobs` processes share this machine: its cores divided among them, at least one."
+    if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
+
 # Experiments whose measurements are times run alone; those that only read run directories run last.
 TIMED, READERS = ("time_efficiency", "hparam_sweep"), ("hparam_analysis", "figures")
 
@@ -623,7 +630,7 @@ def run_all(
     params: dict | None = None,          # more papermill parameters for every notebook (e.g. methods=[...])
     notebooks: str | Path | None = None, # folder of the experiment notebooks
     progress: bool = True,               # a bar over notebooks and papermill's bar over cells
-    threads: int | None = None,          # torch threads in the notebooks (GENOME_NB_THREADS; 1 on a shared CPU)
+    threads: int | None = None,          # torch threads in each notebook (GENOME_NB_THREADS; default: default_threads(jobs))
     jobs: int = 1,                       # notebooks executed at once (see `batch_stages`)
 ) -> dict:                               # {name: seconds}; also written to results/<profile>/run_all.json
     "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
@@ -645,8 +652,7 @@ def run_all(
     # the kernels inherit this environment: the same genome_nb as this process, and the thread setting
     here = str(Path(__file__).resolve().parents[1])
     env = {"PYTHONPATH": os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    if threads: env["GENOME_NB_THREADS"] = str(int(threads))
-    saved = {k: os.environ.get(k) for k in env}
+    saved = {k: os.environ.get(k) for k in [*env, "GENOME_NB_THREADS"]}
     os.environ.update(env)
     lock = threading.Lock()
     bar = tqdm(total=len(nbs), desc=f"run-all {prof.name}", unit="nb", disable=not progress)
@@ -665,6 +671,8 @@ def run_all(
             bar.update(); bar.set_postfix_str(name)
     try:
         for stage in stages:
+            # the kernels read it when they start: a stage of k notebooks at once shares the cores k ways
+            os.environ["GENOME_NB_THREADS"] = str(int(threads or default_threads(min(jobs, len(stage)))))
             if len(stage) == 1: execute(stage[0]); continue
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 for f in [pool.submit(execute, n) for n in stage]: f.result()  # the first failure is raised
@@ -754,7 +762,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results"); r.add_argument("--figures", default="paper_figures")
     r.add_argument("--param", action="append", metavar="NAME=JSON", help="a notebook parameter for every notebook (repeatable)")
     r.add_argument("--notebooks", default=None, help="folder of the experiment notebooks (default: nbs/experiments)")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (1 is much faster on a shared CPU)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the cores divided among --jobs)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (timed and analysis ones still run alone, in order)")
     r.set_defaults(func=run_all_cmd)
     return p
