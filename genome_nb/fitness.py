@@ -462,8 +462,8 @@ def prompt_logprobs(self: Evaluator,
     self._check_base(genomes, digests)
     texts = list(texts)
     td = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
-    keys = ["|".join([d, "prompt_logprobs", self.engine.fingerprint, td]) for d in digests]
-    todo = {d: g for d, g, k in zip(digests, genomes, keys) if self.cache.get(k) is None}
+    key = {d: "|".join([d, "prompt_logprobs", self.engine.fingerprint, td]) for d in digests}
+    todo = {d: g for d, g in zip(digests, genomes) if self.cache.get(key[d]) is None}
     if todo:
         t0 = time.perf_counter()
         lps = self.engine.prompt_logprobs(list(todo.values()), texts)
@@ -472,11 +472,10 @@ def prompt_logprobs(self: Evaluator,
             lp = [float(x) for x in lp]
             if not all(math.isfinite(x) for x in lp):
                 raise ValueError(f"genome {d[:8]} gives NaN/Inf prompt log-probabilities; its weights or the base model's are broken")
-            self.cache.put("|".join([d, "prompt_logprobs", self.engine.fingerprint, td]),
-                           TaskScore(task=name, split=split, mode="prompt_logprobs", score=math.fsum(lp) / max(1, len(lp)), fitness=0.0,
-                                     metrics={}, predictions=[], outputs=lp))
+            self.cache.put(key[d], TaskScore(task=name, split=split, mode="prompt_logprobs", score=math.fsum(lp) / max(1, len(lp)),
+                                             fitness=0.0, metrics={}, predictions=[], outputs=lp))
         self.budget.seconds += time.perf_counter() - t0
-    return [list(self.cache.get(k).outputs) for k in keys]
+    return [list(self.cache.get(key[d]).outputs) for d in digests]
 
 Evaluator.prompt_logprobs = prompt_logprobs
 
