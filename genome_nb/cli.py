@@ -721,7 +721,8 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evolve", help="run GENOME or GENOME+")
     e.add_argument("--method", choices=["genome", "genome_plus"], default="genome_plus")
     e.add_argument("--set", default=None, help='GenomeConfig overrides as JSON, e.g. \'{"crossover_rate": 0.5}\'')
-    e.add_argument("--racing", choices=["off", "exact", "hoeffding"], default=None,
+    from genome_nb.fitness import RACE_BOUNDS
+    e.add_argument("--racing", choices=["off", *RACE_BOUNDS], default=None,
                    help="fitness racing (GenomeConfig.racing; default: the profile's, full evaluation)")
     common(e, "evolve"); e.set_defaults(func=evolve_cmd)
     b = sub.add_parser("baseline", help="run one of the paper's baselines")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .genome import LoraGenome, check_compatible, save_adapter
 from .operators import (SuccessionState, crossover, elite_count, init_experience, init_velocity, initialize,
                                  make_generator, mutate, select, succession)
-from .fitness import BudgetExhausted, Evaluator
+from .fitness import RACE_BOUNDS, BudgetExhausted, Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
@@ -108,7 +108,7 @@ class GenomeConfig:
         for f, ok in (("init_weights", ("uniform", "released")), ("crossover_count", ("trials", "expected")),
                       ("selection", ("proportional", "tournament", "random", "random_all")),
                       ("elite_rounding", ("ceil", "floor", "round")), ("succession_scheme", ("paper", "released")),
-                      ("initial_experience", ("random", "released")), ("racing", ("off", "exact", "hoeffding"))):
+                      ("initial_experience", ("random", "released")), ("racing", ("off", *RACE_BOUNDS))):
             if getattr(self, f) not in ok: bad(f, f"must be one of {ok}")
         if self.initial_experience == "released" and self.succession_scheme != "released":
             bad("initial_experience", "velocities v_i = w_j − w_i belong to succession_scheme='released'; "

@@ -45,7 +45,7 @@ ABLATION_LABELS = {"full": "GENOME+", "no_initialization": "w/o initialization",
                    "no_mutation": "w/o mutation", "no_crossover_mutation": "w/o cro. & mut.",
                    "random_selection": "random selection", "no_succession": "w/o succession", "no_ensemble": "w/o ensemble"}
 CPU_TARGETS = ("qasc", "csqa", "codah", "arc_c")   # the cpu profile's targets, in the order the batch uses them
-RACING = ("off", "exact", "hoeffding")   # GenomeConfig.racing: full evaluation, and the two bounds of fitness racing
+RACING = ("off", "exact", "hoeffding")   # GenomeConfig.racing: full evaluation, and fitness.RACE_BOUNDS (not imported: torch at start-up)
 CPU_METHODS = tuple(m for m in ALL_METHODS if m != "data_merge")   # the task pool has no Data Merge adapter
 HPARAM_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))              # A.4: {0.1, 0.2, …, 1.0}
 

@@ -127,6 +127,9 @@ def test_the_committed_cpu_small_tables_regenerate_byte_identically(tmp_path):
 
 
 def test_racing_plan_arms_settings_and_bad_input():
+    from genome_nb.experiments import RACING
+    from genome_nb.fitness import RACE_BOUNDS
+    assert RACING == ("off", *RACE_BOUNDS)   # the experiment's arms are every mode GenomeConfig.racing accepts
     plan = plan_experiment("racing", "cpu")
     assert [(s.method, s.config["racing"], s.private_cache) for s in plan.specs[:3]] == [
         ("genome_plus", "off", True), ("genome_plus", "exact", True), ("genome_plus", "hoeffding", True)]
