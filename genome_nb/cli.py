@@ -12,13 +12,13 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['ENGINE_KWARGS', 'CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHODS', 'CHECK_GPU_PASS', 'QUICKSTART_METHODS',
-           'TIMED', 'READERS', 'Profile', 'load_profile', 'profile_lora_rank', 'make_engine', 'make_experts',
-           'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool', 'shared_cache_path',
-           'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set', 'evolve_cmd',
-           'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd', 'info', 'score_agreement',
-           'check_gpu_prompts', 'check_gpu_adapters', 'check_gpu', 'check_gpu_cmd', 'plot_fitness', 'quickstart_root',
-           'quickstart', 'experiment_notebooks', 'default_threads', 'batch_stages', 'run_all', 'run_all_cmd', 'parser',
-           'main']
+           'TIMED', 'READERS', 'Profile', 'load_profile', 'profile_lora_rank', 'make_engine', 'local_engine',
+           'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool',
+           'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
+           'run_profile', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd',
+           'info', 'score_agreement', 'check_gpu_prompts', 'check_gpu_adapters', 'check_gpu', 'check_gpu_cmd',
+           'plot_fitness', 'quickstart_root', 'quickstart', 'experiment_notebooks', 'default_threads', 'batch_stages',
+           'run_all', 'run_all_cmd', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b9656317
 # the engine arguments a profile may set (`Profile.engine_kwargs`), per engine; the rest come from the profile's own fields
@@ -50,6 +50,9 @@ class Profile:
     train_threads: int | None = None  # threads for expert training (1 is steadier on a shared 2-core machine)
     budget: float | None = None      # cap on every run's full-validation evaluations (`Evaluator.max_val_evaluations`; None: each method's own)
     engine_kwargs: dict = field(default_factory=dict)  # more engine arguments (ENGINE_KWARGS), e.g. {"gpu_memory_utilization": 0.45}
+    workers: int = 0                 # engines in a Ray pool (15_workers; vLLM: one per GPU); 0: one engine in this process
+    worker_threads: int | None = None  # torch threads per CPU worker (None: the cores divided among the workers)
+    ray_address: str | None = None   # an existing Ray cluster ("auto", "ray://host:10001"); None: a local instance
 
     def __post_init__(self):
         "Check every value now, naming the field, so a bad profile fails before any work starts."
@@ -89,6 +92,12 @@ class Profile:
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, (int, float))
                                         or not math.isfinite(self.budget) or self.budget <= 0):
             bad("budget", "must be a positive number of full-validation evaluations, or null")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            bad("workers", "must be an integer ≥ 0 (0: no Ray pool)")
+        if self.worker_threads is not None and (isinstance(self.worker_threads, bool) or not isinstance(self.worker_threads, int)
+                                                or self.worker_threads < 1): bad("worker_threads", "must be an integer ≥ 1 or null")
+        if self.ray_address is not None and not (isinstance(self.ray_address, str) and self.ray_address):
+            bad("ray_address", "must be a Ray address such as 'auto' or 'ray://host:10001', or null")
 
     def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
 
@@ -157,7 +166,16 @@ def profile_lora_rank(profile: Profile) -> int:
     return max(int(json.loads(c.read_text())["r"]) for c in cfgs)
 
 def make_engine(profile: Profile):
-    "The profile's inference engine, with its `engine_kwargs` (a vLLM engine serves the rank of the profile's experts)."
+    """The profile's inference engine: one in this process, or with `workers` ≥ 1 a Ray pool of them (`RayEngine`, one
+    `local_engine` per actor; a vLLM worker takes one GPU)."""
+    if not profile.workers: return local_engine(profile)
+    import functools
+    from genome_nb.workers import RayEngine
+    return RayEngine(functools.partial(local_engine, profile), workers=profile.workers, threads=profile.worker_threads,
+                     address=profile.ray_address, gpus_per_worker=1.0 if profile.engine == "vllm" else 0.0)
+
+def local_engine(profile: Profile):
+    "One engine of the profile in this process, with its `engine_kwargs` (a vLLM engine serves the rank of the profile's experts)."
     kw = dict(profile.engine_kwargs)
     if profile.engine == "vllm":
         from genome_nb.engines import VLLMEngine
@@ -301,25 +319,25 @@ def _run_methods(profile: Profile, methods: Sequence[str], task_names: Sequence[
                  baseline_overrides: dict | None = None, budget: float | None = None) -> list[dict]:
     "Run methods (GENOME variants or baselines) × seeds on the tasks; returns one row per run (`budget`: cap, default the profile's)."
     from genome_nb.fitness import Evaluator, ScoreCache
-    engine = make_engine(profile)
-    experts, merged = make_experts(profile, progress=progress)
-    tasks = make_tasks(task_names)
-    shared = ScoreCache(cache) if cache else None   # one JSONL for every run (else each run keeps its own)
-    rows = []
-    for seed in seeds:
-        for method in methods:
-            rd = run_dir_for(root, profile, experiment, method, task_names, seed)
-            ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
-                           val_draw=seed if profile.resample_validation else None,
-                           run_dir=rd if shared is None else None, progress=progress,
-                           max_val_evaluations=budget or profile.budget)
-            if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
-            config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
-            t0 = time.perf_counter()
-            final = run_one(profile, method, tasks, seed, rd, ev, pool_for(profile, experts, tasks), merged, config,
-                            dict(experiment=experiment), progress)
-            rows.append(dict(method=method, seed=seed, run_dir=str(rd), final=final, seconds=time.perf_counter() - t0))
-    return rows
+    with make_engine(profile) as engine:
+        experts, merged = make_experts(profile, progress=progress)
+        tasks = make_tasks(task_names)
+        shared = ScoreCache(cache) if cache else None   # one JSONL for every run (else each run keeps its own)
+        rows = []
+        for seed in seeds:
+            for method in methods:
+                rd = run_dir_for(root, profile, experiment, method, task_names, seed)
+                ev = Evaluator(engine, mode=profile.mode, n_val=profile.n_val, n_test=profile.n_test,
+                               val_draw=seed if profile.resample_validation else None,
+                               run_dir=rd if shared is None else None, progress=progress,
+                               max_val_evaluations=budget or profile.budget)
+                if shared is not None: ev.cache = shared   # not `if shared`: an empty cache has len 0
+                config = overrides if method in GENOME_METHODS else (baseline_overrides or {}).get(method)
+                t0 = time.perf_counter()
+                final = run_one(profile, method, tasks, seed, rd, ev, pool_for(profile, experts, tasks), merged, config,
+                                dict(experiment=experiment), progress)
+                rows.append(dict(method=method, seed=seed, run_dir=str(rd), final=final, seconds=time.perf_counter() - t0))
+        return rows
 
 def reported(final: dict, split: str, task: str) -> float:
     "The score a method reports on `split`: its ensemble's or its best individual's, by `analysis.reported_from` (one rule)."
@@ -356,8 +374,13 @@ def parse_set(text: str | None) -> dict:
     if not isinstance(d, dict): raise ValueError(f"--set {text!r}: give a JSON object of configuration fields")
     return d
 
+def run_profile(args) -> Profile:
+    "The --profile of a run command, with --workers applied (checked like a profile field)."
+    p = load_profile(args.profile)
+    return p if getattr(args, "workers", None) is None else dataclasses.replace(p, workers=args.workers)
+
 def evolve_cmd(args) -> int:
-    profile = load_profile(args.profile)
+    profile = run_profile(args)
     over = parse_set(args.set)
     if getattr(args, "racing", None) is not None:
         if "racing" in over and over["racing"] != args.racing:
@@ -370,7 +393,7 @@ def evolve_cmd(args) -> int:
     return 0
 
 def baseline_cmd(args) -> int:
-    profile = load_profile(args.profile)
+    profile = run_profile(args)
     check_args(profile, args.method, args.task or list(profile.tasks))
     rows = _run_methods(profile, [args.method], args.task or list(profile.tasks), args.seed or [profile.seeds[0]],
                         args.results, args.experiment, budget=args.budget)
@@ -711,6 +734,8 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--experiment", default=experiment, help="experiment name (a folder under results/<profile>/)")
         q.add_argument("--budget", type=float, default=None, metavar="E",
                        help="cap the run at E full-validation evaluations (default: the profile's, else the method's own)")
+        q.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="score on a Ray pool of N engines (default: the profile's `workers`; 0: one engine here)")
     q = sub.add_parser("quickstart", help="the README's main job")
     q.add_argument("--profile", default="cpu")
     q.add_argument("--task", default=None)

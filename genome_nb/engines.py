@@ -212,6 +212,12 @@ class Engine:
         "Mean log-probability per token of each text `[genome][text]`, i.e. −log perplexity (the first token, which nothing predicts, is left out)."
         raise NotImplementedError
 
+    def close(self) -> None:
+        "Free what the engine holds outside this process's memory (a vLLM engine's GPU memory, a Ray pool's workers); HF: nothing."
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
 # %% ../nbs/06_engines.ipynb #a8d4fe73
 def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     "The model's output logits for some hidden states, including Gemma-2's final logit soft-capping."

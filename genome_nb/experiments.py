@@ -405,36 +405,36 @@ def run_plan(
     if threads: torch.set_num_threads(int(threads))
     root = repo_path(root)
     prof = plan.profile
-    engine = make_engine(prof)
-    experts, merged = make_experts(prof, progress=progress)
-    shared = ScoreCache(shared_cache_path(root, prof.name))
-    tasks = {}
-    def task_objs(names):
-        for n in names:
-            if n not in tasks: tasks[n] = make_tasks([n])[0]
-        return [tasks[n] for n in names]
-    def evaluator(spec, rd):
-        ev = Evaluator(engine, mode=prof.mode, n_val=spec.n_val or prof.n_val, n_test=prof.n_test,
-                       val_draw=spec.seed if prof.resample_validation else None,
-                       run_dir=rd if spec.private_cache else None, max_val_evaluations=spec.budget or prof.budget)
-        if not spec.private_cache: ev.cache = shared
-        return ev
-    rows = []
-    for i, spec in enumerate(plan.specs, 1):
-        rd = plan.run_dir(spec, root)
-        done = (rd / "final.json").is_file()
-        t0 = time.perf_counter()
-        extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
-        # leave-target-out also leaves out the experts of a zero-shot run's transfer targets: they are targets too
-        sp = prof if spec.leave_target_out is None else dataclasses.replace(prof, leave_target_out=spec.leave_target_out)
-        run_one(sp, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
-                pool_for(sp, experts, task_objs(spec.tasks + spec.transfer)), merged, spec.config, extra, progress)
-        if spec.transfer: transfer(rd, task_objs(spec.transfer), evaluator(spec, rd))
-        secs = time.perf_counter() - t0
-        rows.append(dict(method=spec.method, tasks="+".join(spec.tasks), seed=spec.seed, variant=spec.variant,
-                         status="done" if done else "ran", seconds=round(secs, 1), run_dir=str(rd)))
-        if log: print(f"[{i}/{len(plan.specs)}] {rd.name}: {rows[-1]['status']} ({secs:.1f} s)", flush=True)
-    return pd.DataFrame(rows)
+    with make_engine(prof) as engine:
+        experts, merged = make_experts(prof, progress=progress)
+        shared = ScoreCache(shared_cache_path(root, prof.name))
+        tasks = {}
+        def task_objs(names):
+            for n in names:
+                if n not in tasks: tasks[n] = make_tasks([n])[0]
+            return [tasks[n] for n in names]
+        def evaluator(spec, rd):
+            ev = Evaluator(engine, mode=prof.mode, n_val=spec.n_val or prof.n_val, n_test=prof.n_test,
+                           val_draw=spec.seed if prof.resample_validation else None,
+                           run_dir=rd if spec.private_cache else None, max_val_evaluations=spec.budget or prof.budget)
+            if not spec.private_cache: ev.cache = shared
+            return ev
+        rows = []
+        for i, spec in enumerate(plan.specs, 1):
+            rd = plan.run_dir(spec, root)
+            done = (rd / "final.json").is_file()
+            t0 = time.perf_counter()
+            extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
+            # leave-target-out also leaves out the experts of a zero-shot run's transfer targets: they are targets too
+            sp = prof if spec.leave_target_out is None else dataclasses.replace(prof, leave_target_out=spec.leave_target_out)
+            run_one(sp, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
+                    pool_for(sp, experts, task_objs(spec.tasks + spec.transfer)), merged, spec.config, extra, progress)
+            if spec.transfer: transfer(rd, task_objs(spec.transfer), evaluator(spec, rd))
+            secs = time.perf_counter() - t0
+            rows.append(dict(method=spec.method, tasks="+".join(spec.tasks), seed=spec.seed, variant=spec.variant,
+                             status="done" if done else "ran", seconds=round(secs, 1), run_dir=str(rd)))
+            if log: print(f"[{i}/{len(plan.specs)}] {rd.name}: {rows[-1]['status']} ({secs:.1f} s)", flush=True)
+        return pd.DataFrame(rows)
 
 def results_of(plan: Plan, root: str | Path = "results") -> pd.DataFrame:
     "load_results of the plan's run directories only (other runs of the experiment folder are left out)."

@@ -83,3 +83,19 @@ def test_released_pool_is_found_from_any_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert (released_dir(PROFILES["cpu"]) / "MANIFEST.json").is_file()
     assert tmp_path not in released_dir(PROFILES["cpu"]).parents
+
+
+def test_workers_flag_scores_on_a_ray_pool_with_the_same_result(tmp_path, capsys):
+    "--workers N puts the profile's engine in a Ray pool (15_workers); the run's final.json is the in-process one's."
+    finals = {}
+    for w in (0, 2):
+        assert main(["baseline", "--method", "best_single", "--profile", "smoke", "--workers", str(w),
+                     "--results", str(tmp_path / f"w{w}")]) == 0
+        finals[w] = json.loads((tmp_path / f"w{w}" / "smoke" / "baseline" / "best_single-toy-s41" / "final.json").read_text())
+        finals[w].pop("seconds", None)
+    assert finals[0] == finals[2]
+    budget = json.loads((tmp_path / "w2" / "smoke" / "baseline" / "best_single-toy-s41" / "budget.json").read_text())
+    assert budget["engine"]["workers"] == 2 and budget["engine"]["calls"] >= 4   # four experts, one genome a call
+    with pytest.raises(ValueError, match="workers=-1"):
+        main(["baseline", "--method", "best_single", "--profile", "smoke", "--workers", "-1", "--results", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
