@@ -12,7 +12,7 @@ from typing import Sequence
 
 # %% auto #0
 __all__ = ['ENGINE_KWARGS', 'CPU_TASKS', 'CPU_MODES', 'PROFILES', 'GENOME_METHODS', 'CHECK_GPU_PASS', 'QUICKSTART_METHODS',
-           'TIMED', 'READERS', 'Profile', 'load_profile', 'profile_lora_rank', 'make_engine', 'local_engine',
+           'TIMED', 'READERS', 'SHARING', 'Profile', 'load_profile', 'profile_lora_rank', 'make_engine', 'local_engine',
            'make_experts', 'make_tasks', 'run_dir_for', 'released_dir', 'task_pool_dirs', 'pool_for', 'check_pool',
            'shared_cache_path', 'run_record', 'run_one', 'reported', 'results_table', 'check_args', 'parse_set',
            'run_profile', 'evolve_cmd', 'baseline_cmd', 'bench_cmd', 'experts_cmd', 'capabilities_cmd', 'splits_cmd',
@@ -635,15 +635,18 @@ def default_threads(jobs: int = 1) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // jobs)
 
-# Experiments whose measurements are times run alone; those that only read run directories run last.
-TIMED, READERS = ("time_efficiency", "hparam_sweep"), ("hparam_analysis", "figures")
+# Experiments whose measurements are times run alone; one whose runs include another experiment's runs (fidelity's after
+# arm is Table 1's: a run directory is locked by the process that runs it) after the shared stage; readers last.
+TIMED, READERS = ("time_efficiency", "hparam_sweep", "racing"), ("hparam_analysis", "figures")
+SHARING = ("fidelity",)
 
 def batch_stages(names: Sequence[str], jobs: int = 1) -> list[list[str]]:
     "The batch as stages run one after the other; the notebooks of a stage may run at once (`jobs` > 1)."
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     if jobs == 1: return [[n] for n in names if n not in READERS] + [[n] for n in names if n in READERS]
-    shared = [n for n in names if n not in TIMED + READERS]
-    return ([shared] if shared else []) + [[n] for n in names if n in TIMED] + [[n] for n in names if n in READERS]
+    shared = [n for n in names if n not in TIMED + READERS + SHARING]
+    alone = [[n] for n in names if n in SHARING] + [[n] for n in names if n in TIMED] + [[n] for n in names if n in READERS]
+    return ([shared] if shared else []) + alone
 
 def run_all(
     profile: str = "smoke",              # a profile name or JSON file

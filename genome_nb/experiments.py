@@ -19,11 +19,12 @@ from .analysis import (METHOD_LABELS, TASK_LABELS, methods_where, TASK_CATEGORIE
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
-           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'RACING', 'CPU_METHODS', 'HPARAM_GRID',
-           'EXPERIMENTS', 'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS', 'CLOZE_TOKENS',
-           'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile', 'experiment_params', 'RunSpec',
-           'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate', 'estimate_batch', 'repo_path', 'run_plan',
-           'results_of', 'TableOut', 'frame_table', 'report', 'experiment_results', 'write_tables', 'write_figures']
+           'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'RACING', 'FIDELITY_BEFORE', 'CPU_METHODS',
+           'HPARAM_GRID', 'EXPERIMENTS', 'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS',
+           'CLOZE_TOKENS', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile',
+           'experiment_params', 'RunSpec', 'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate',
+           'estimate_batch', 'repo_path', 'run_plan', 'results_of', 'TableOut', 'frame_table', 'report',
+           'experiment_results', 'write_tables', 'write_figures']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
 # every list of method names comes from analysis.METHOD_REGISTRY (the paper's Table 1 order)
@@ -46,6 +47,10 @@ ABLATION_LABELS = {"full": "GENOME+", "no_initialization": "w/o initialization",
                    "random_selection": "random selection", "no_succession": "w/o succession", "no_ensemble": "w/o ensemble"}
 CPU_TARGETS = ("qasc", "csqa", "codah", "arc_c")   # the cpu profile's targets, in the order the batch uses them
 RACING = ("off", "exact", "hoeffding")   # GenomeConfig.racing: full evaluation, and fitness.RACE_BOUNDS (not imported: torch at start-up)
+# F1: the option that restores each fixed baseline's behaviour before its fix (the released GENOME code's, or ours before F1);
+# Pack of LLMs' fix (per-prompt fusion) changed generating tasks only, so its before arm runs only where a task generates
+FIDELITY_BEFORE = {"dare_ties": dict(space="lora"), "merge3": dict(space="lora"), "lorahub": dict(objective="accuracy"),
+                   "pack_of_llms": dict(mode="static")}
 CPU_METHODS = tuple(m for m in ALL_METHODS if m != "data_merge")   # the task pool has no Data Merge adapter
 HPARAM_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))              # A.4: {0.1, 0.2, …, 1.0}
 
@@ -110,6 +115,13 @@ EXPERIMENTS: dict[str, dict] = {
         "cpu-small": dict(tasks=("emorynlp",), variants=("off", "hoeffding"), seeds=(41,), config={}),   # within cpu-small's 3 h
         "cpu": dict(tasks=CPU_TARGETS[:1], variants=RACING, seeds=PAPER_SEEDS, config={}),
         "paper": dict(tasks=("mmlu_pro",), variants=RACING, seeds=PAPER_SEEDS, config={})}),
+    # F1: each fixed baseline rerun with its pre-fix option beside Table 1's own run (shared: the "after" arm)
+    "fidelity": dict(reproduces="each fixed baseline before and after its fix, same seeds (beyond the paper: F1)", defaults={
+        # the tasks are Table 1's in each profile: the after arm is Table 1's run, so no other task lands in its folder
+        "smoke": dict(tasks=("toy",), methods=tuple(FIDELITY_BEFORE), seeds=(41,)),
+        "cpu-small": dict(tasks=("emorynlp",), methods=("dare_ties", "merge3"), seeds=(41,)),   # LoraHub's arm: past cpu-small's 3 h
+        "cpu": dict(tasks=CPU_TARGETS[:1], methods=tuple(FIDELITY_BEFORE), seeds=PAPER_SEEDS),
+        "paper": dict(tasks=PAPER_TASKS, methods=tuple(FIDELITY_BEFORE), seeds=PAPER_SEEDS)}),
 }
 
 BATCH_SIZES = {"smoke": dict(genome=dict(iterations=1), baselines=dict(lorahub=dict(budget=3), merge3=dict(generations=1),
@@ -158,6 +170,7 @@ class RunSpec:
     extra: dict = field(default_factory=dict)    # more config.json keys
     budget: float | None = None  # cap on the run's full-validation evaluations (None: the profile's)
     leave_target_out: bool | None = None  # None: the profile's; False: the pool keeps the targets' own experts (Table 2)
+    experiment: str | None = None  # the folder of another experiment whose run this is (a run two experiments share)
 
 @dataclass(repr=False)
 class Plan:
@@ -168,7 +181,7 @@ class Plan:
     specs: list
 
     def run_dir(self, spec: RunSpec, root) -> Path:
-        return run_dir_for(root, self.profile, self.experiment, spec.method, spec.tasks, spec.seed, spec.tag)
+        return run_dir_for(root, self.profile, spec.experiment or self.experiment, spec.method, spec.tasks, spec.seed, spec.tag)
 
     def summary(self) -> pd.DataFrame:
         return pd.DataFrame([dict(method=s.method, tasks="+".join(s.tasks), seed=s.seed, variant=s.variant,
@@ -275,9 +288,30 @@ def _plan_racing(p, prof):
                     private_cache=True, extra=dict(hardware=hardware()))
             for t in p["tasks"] for s in p["seeds"] for v in p["variants"]]
 
+def _generates(prof, name: str) -> bool:
+    "Whether the profile scores task `name` by generating (Evaluator's rule: `fitness.task_mode`)."
+    from genome_nb.fitness import task_mode
+    return task_mode(prof.mode, make_tasks([name])[0]) == "generate"
+
+def _plan_fidelity(p, prof):
+    bad = [m for m in p["methods"] if m not in FIDELITY_BEFORE]
+    if bad: raise ValueError(f"fidelity: no before-fix option for {bad}; known: {list(FIDELITY_BEFORE)}")
+    specs = []
+    for t in p["tasks"]:
+        gen = _generates(prof, t)
+        for s in p["seeds"]:
+            for m in p["methods"]:
+                if m == "pack_of_llms" and not gen: continue   # on a choice task its fix changed nothing: before = after
+                c = FIDELITY_BEFORE[m]
+                specs += [RunSpec(m, (t,), s, config=dict(c), variant="f1_before:" + ",".join(f"{k}={v}" for k, v in c.items()),
+                                  tag="f1before"),
+                          RunSpec(m, (t,), s, experiment="single_task")]   # after: Table 1's own run of that seed (shared)
+    return specs
+
 PLANNERS = {"single_task": _plan_single_task, "equal_budget": _plan_equal_budget, "multi_task": _plan_multi_task, "zero_shot": _plan_zero_shot,
             "scaling": _plan_scaling, "ablation": _plan_ablation, "time_efficiency": _plan_time_efficiency,
-            "hparam_sweep": _plan_hparam_sweep, "validation_size": _plan_validation_size, "racing": _plan_racing}
+            "hparam_sweep": _plan_hparam_sweep, "validation_size": _plan_validation_size, "racing": _plan_racing,
+            "fidelity": _plan_fidelity}
 
 def plan_experiment(
     experiment: str,                       # a key of EXPERIMENTS
@@ -362,6 +396,10 @@ def estimate(plan: Plan, seen: set | None = None) -> pd.DataFrame:
                 ek = ("experts", s.tasks, s.n_val or plan.profile.n_val, s.seed if plan.profile.resample_validation else None)
                 if ek in seen: run = max(0.0, run - _n_experts(plan.profile) * (s.n_val or plan.profile.n_val or 200) * len(s.tasks))
                 seen.add(ek)
+        if seen is not None:   # a run directory two experiments share (fidelity's after arm) runs once, for the first
+            rk = ("run", s.experiment or plan.experiment, s.method, s.tasks, s.seed, s.tag)
+            if rk in seen: run = tr = 0.0
+            seen.add(rk)
         rows.append(dict(method=s.method, tasks="+".join(s.tasks), seed=s.seed, variant=s.variant, examples=run + tr,
                          tokens=run * tok_run + tr * tok_tr))
     out = pd.DataFrame(rows, columns=["method", "tasks", "seed", "variant", "examples", "tokens"])
@@ -424,7 +462,7 @@ def run_plan(
             rd = plan.run_dir(spec, root)
             done = (rd / "final.json").is_file()
             t0 = time.perf_counter()
-            extra = dict(experiment=plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
+            extra = dict(experiment=spec.experiment or plan.experiment, **({"variant": spec.variant} if spec.variant is not None else {}), **spec.extra)
             # leave-target-out also leaves out the experts of a zero-shot run's transfer targets: they are targets too
             sp = prof if spec.leave_target_out is None else dataclasses.replace(prof, leave_target_out=spec.leave_target_out)
             run_one(sp, spec.method, task_objs(spec.tasks), spec.seed, rd, evaluator(spec, rd),
@@ -439,7 +477,8 @@ def run_plan(
 def results_of(plan: Plan, root: str | Path = "results") -> pd.DataFrame:
     "load_results of the plan's run directories only (other runs of the experiment folder are left out)."
     root = repo_path(root)
-    df = load_results(root / plan.profile.name / plan.experiment)
+    folders = dict.fromkeys(s.experiment or plan.experiment for s in plan.specs)   # a shared run lives in its own experiment's folder
+    df = pd.concat([load_results(root / plan.profile.name / e) for e in folders], ignore_index=True)
     keep = {str(plan.run_dir(s, root)) for s in plan.specs}
     return df[df.run_dir.isin(keep)].reset_index(drop=True)
 
@@ -612,11 +651,34 @@ def _report_racing(df):
                                                                      f"per test example (paired bootstrap 95% CI, permutation test)")
     return out
 
+def _report_fidelity(df):
+    "Per baseline and task: test before its fix (the pre-fix option) and after (Table 1's run), and after − before per test example."
+    d = _own(df)
+    d = d[d.method.isin(list(FIDELITY_BEFORE))]
+    d = d.assign(arm=np.where(d.variant.fillna("").str.startswith("f1_before:"), "before", "after"))
+    rows = []
+    for (t, m), g in d.groupby(["task", "method"], sort=False):
+        seeds = sorted(set(g[g.arm == "before"].seed) & set(g[g.arm == "after"].seed))   # the seeds both arms ran
+        if not seeds: continue
+        g = g[g.seed.isin(seeds)]
+        b, a = g[g.arm == "before"], g[g.arm == "after"]
+        r = paired_bootstrap(g.assign(method=m + ":" + g.arm), f"{m}:after", f"{m}:before", t, n_boot=2000, n_perm=2000,
+                             resample="seeds+examples" if len(seeds) > 1 else "examples")
+        rows.append(dict(task=t, method=METHOD_LABELS.get(m, m), before=b.variant.iloc[0].split(":", 1)[1], seeds=len(seeds),
+                         val_before=b.val_best.mean(), val_after=a.val_best.mean(), test_before=b.test_best.mean(),
+                         test_before_std=b.test_best.std(), test_after=a.test_best.mean(), test_after_std=a.test_best.std(),
+                         diff=r["diff"], ci_low=r["ci_low"], ci_high=r["ci_high"], p_permutation=r["p_permutation"]))
+    if not rows: raise ValueError("fidelity: no baseline has both a before-fix run and Table 1's run on the same seed")
+    return {"before_after": frame_table(pd.DataFrame(rows), "Each baseline before its fix (the option that restores it) and after "
+                                        "(Table 1's run), same seeds and validation draws: mean and std over seeds; after − before per "
+                                        "test example (bootstrap over seeds and examples, permutation test)")}
+
 REPORTS = {"single_task": _report_single_task, "equal_budget": _report_single_task, "multi_task": _report_multi_task, "zero_shot": _report_zero_shot,
            "scaling": _report_scaling, "ablation": _report_ablation, "time_efficiency": _report_time_efficiency,
            "hparam_sweep": _report_hparam_sweep, "hparam_analysis": _report_hparam_analysis,
-           "validation_size": _report_validation_size, "racing": _report_racing}
-SOURCES = {"hparam_analysis": "hparam_sweep"}   # a report that reads another experiment's runs
+           "validation_size": _report_validation_size, "racing": _report_racing, "fidelity": _report_fidelity}
+# reports that read other experiments' runs: the folders, the first one required (fidelity's after arm is Table 1's)
+SOURCES = {"hparam_analysis": ("hparam_sweep",), "fidelity": ("fidelity", "single_task")}
 
 def report(experiment: str, df: pd.DataFrame) -> dict[str, TableOut]:
     "The experiment's tables computed from its runs (load_results output)."
@@ -627,13 +689,17 @@ def report(experiment: str, df: pd.DataFrame) -> dict[str, TableOut]:
 # %% ../nbs/14_experiments.ipynb #3d015113
 def experiment_results(root: str | Path, profile: str, experiment: str) -> pd.DataFrame | None:
     "load_results of one experiment folder (None when it does not exist or holds no finished run)."
-    d = repo_path(root) / profile / SOURCES.get(experiment, experiment)
-    if not d.is_dir(): return None
+    folders = [repo_path(root) / profile / f for f in SOURCES.get(experiment, (experiment,))]
+    if not folders[0].is_dir(): return None
+    dfs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # unfinished runs are listed in df.attrs["incomplete"]
-        try: df = load_results(d)
-        except FileNotFoundError: return None
-    return df if len(df) else None
+        for i, d in enumerate(folders):
+            try: df = load_results(d)
+            except FileNotFoundError: df = None
+            if i == 0 and (df is None or not len(df)): return None   # the experiment's own folder holds no finished run
+            if df is not None and len(df): dfs.append(df)
+    return pd.concat(dfs, ignore_index=True)
 
 def write_tables(root: str | Path = "results", profile: str = "smoke") -> list[Path]:
     "Write every experiment's tables (.md and .tex) under results/<profile>/tables/."

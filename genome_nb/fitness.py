@@ -14,8 +14,8 @@ from .engines import Engine
 
 # %% auto #0
 __all__ = ['MODES', 'RACE_BOUNDS', 'RACE_METRICS', 'fitness_scale', 'TaskScore', 'EvalResult', 'ScoreCache', 'Budget',
-           'BudgetExhausted', 'choose_options', 'engine_base', 'Evaluator', 'race_upper_bound', 'RaceResult', 'race',
-           'prompt_logprobs', 'bench_engine', 'EngineStatsSnapshot']
+           'BudgetExhausted', 'choose_options', 'engine_base', 'task_mode', 'Evaluator', 'race_upper_bound',
+           'RaceResult', 'race', 'prompt_logprobs', 'bench_engine', 'EngineStatsSnapshot']
 
 # %% ../nbs/07_fitness.ipynb #7bc4fc83
 def fitness_scale(task, value: float) -> float:
@@ -137,6 +137,13 @@ def _prior_plan(null: Sequence[str], labels: Sequence[Sequence[str]]):
     at = {t: k for k, t in enumerate(union)}
     return [(t, tuple(ls)) for t, ls in union.items()], [(at[t], [union[t][l] for l in ls]) for t, ls in zip(null, labels)]
 
+def task_mode(mode: str | Mapping, task) -> str:
+    "The scoring mode of `task` under an evaluator's `mode` (one mode, or {task name: mode}); `auto`: the task's first log-probability mode, else generate."
+    m = mode.get(task.name, "auto") if isinstance(mode, Mapping) else mode
+    if m == "auto": return next((x for x in task.modes if x in LOGPROB_MODES), "generate")   # `choice` for the paper's tasks
+    if m not in task.modes: raise ValueError(f"task {task.name!r} has no scoring mode {m!r}; it has {task.modes}")
+    return m
+
 class Evaluator:
     "Score genomes on tasks with an engine, through a cache."
     def __init__(self,
@@ -172,10 +179,7 @@ class Evaluator:
 
     def mode_for(self, task) -> str:
         "The scoring mode used for `task`."
-        m = self.mode.get(task.name, "auto") if isinstance(self.mode, dict) else self.mode
-        if m == "auto": return next((x for x in task.modes if x in LOGPROB_MODES), "generate")   # `choice` for the paper's tasks
-        if m not in task.modes: raise ValueError(f"task {task.name!r} has no scoring mode {m!r}; it has {task.modes}")
-        return m
+        return task_mode(self.mode, task)
 
     def key(self, digest: str, task, split: str, part: tuple[int, int] | None = None) -> str:
         "Cache key: genome, task, split, size, split seed, mode, engine, and a digest of exactly what is scored (`part`: examples a..b-1)."

@@ -18,7 +18,7 @@ TABLES = ["single_task_table1", "single_task_table12", "single_task_paired", "si
           "multi_task_table2", "zero_shot_table3",
           "zero_shot_table3_macro", "zero_shot_table4", "scaling_figure2_toy", "ablation_table5", "time_efficiency_table6",
           "hparam_sweep_sweep", "hparam_analysis_table9", "hparam_analysis_table10", "validation_size_table13_toy",
-          "racing_toy", "racing_toy_paired"]
+          "racing_toy", "racing_toy_paired", "fidelity_before_after"]
 FIGURES = ["figure2_scaling.png", "fitness_single_task.png", "hparam_sweep.png"]
 
 
@@ -55,6 +55,8 @@ def test_tables_and_figures_exist_and_regenerate_byte_identically(smoke):
     t5 = before["ablation_table5.md"].decode()
     assert t5.count("- vs GENOME+") == len(ABLATIONS) - 1
     assert "toy → toy2" in before["zero_shot_table3.md"].decode()
+    fb = before["fidelity_before_after.md"].decode()        # toy is a choice task: no Pack of LLMs arm
+    assert fb.count("| space=lora |") == 2 and fb.count("| objective=accuracy |") == 1 and "Pack of LLMs" not in fb, fb
     for f in FIGURES: assert (tmp / "figures" / "smoke" / f).stat().st_size > 5_000
     write_tables(tmp / "results", "smoke")                                       # from results/ alone
     assert {p.name: p.read_bytes() for p in tdir.iterdir()} == before
@@ -140,3 +142,16 @@ def test_racing_plan_arms_settings_and_bad_input():
     assert not {str(plan.run_dir(s, "r")) for s in plan.specs} & {str(k10.run_dir(s, "r")) for s in k10.specs}
     with pytest.raises(ValueError, match="unknown variant"): plan_experiment("racing", "cpu", variants=("fast",))
     with pytest.raises(ValueError, match="through `variants`"): plan_experiment("racing", "cpu", config={"racing": "exact"})
+
+
+def test_fidelity_plan_shares_table1_runs_and_refuses_unknown_baselines():
+    plan, single = plan_experiment("fidelity", "cpu"), plan_experiment("single_task", "cpu")
+    after = [s for s in plan.specs if s.experiment == "single_task"]
+    assert len(after) == len(plan.specs) / 2 == 15                    # three baselines × five seeds, each arm
+    assert {str(plan.run_dir(s, "r")) for s in after} <= {str(single.run_dir(s, "r")) for s in single.specs}   # Table 1's own runs
+    assert {s.method for s in plan.specs} == {"dare_ties", "merge3", "lorahub"}   # QASC is scored by choice: no Pack of LLMs arm
+    assert {s.variant for s in plan.specs if s.experiment is None} == {"f1_before:space=lora", "f1_before:objective=accuracy"}
+    smoke = plan_experiment("fidelity", "smoke", tasks=("toy", "toy_number"))   # Pack of LLMs' before arm only where a task generates
+    assert {(s.method, s.tasks) for s in smoke.specs if s.method == "pack_of_llms"} == {("pack_of_llms", ("toy_number",))}
+    assert {s.tasks for s in plan_experiment("fidelity", "smoke").specs} <= {s.tasks for s in plan_experiment("single_task", "smoke").specs}
+    with pytest.raises(ValueError, match="no before-fix option"): plan_experiment("fidelity", "cpu", methods=("genome",))
