@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .cli import (GENOME_METHODS, PROFILES, Profile, load_profile, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
+from .profiles import PROFILES, Profile, load_profile
+from .runs import (GENOME_METHODS, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
                            run_one, shared_cache_path)
 from .analysis import (METHOD_LABELS, TASK_LABELS, methods_where, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
                                 load_history, load_results, paired_bootstrap, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)

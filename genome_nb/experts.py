@@ -906,7 +906,8 @@ def compare_pools(
                          weight_distance=delta_distance(load_adapter(new[n], base), load_adapter(released[n], base))))
     out = pd.DataFrame(rows)
     if not score: return out
-    from genome_nb.cli import load_profile, make_engine, make_tasks
+    from genome_nb.profiles import load_profile
+    from genome_nb.runs import make_engine, make_tasks
     from genome_nb.fitness import Evaluator
     prof = load_profile("cpu")
     ev = Evaluator(make_engine(prof), mode=prof.mode)

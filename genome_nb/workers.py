@@ -50,7 +50,7 @@ class RayEngine(Engine):
     genomes_per_call = None   # a generation at once: the pool spreads it over its workers
 
     def __init__(self,
-                 factory: Callable[[], Engine],   # builds one engine (picklable: e.g. functools.partial(cli.local_engine, profile))
+                 factory: Callable[[], Engine],   # builds one engine (picklable: e.g. functools.partial(runs.local_engine, profile))
                  workers: int = 2,                # actors, one engine each
                  threads: int | None = None,      # torch threads per CPU worker (None: the local cores // workers)
                  address: str | None = None,      # an existing Ray cluster (None: a local instance, started here if none runs)

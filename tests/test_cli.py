@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from genome_nb.cli import Profile, load_profile, main
+from genome_nb.cli import main
+from genome_nb.profiles import Profile, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,13 @@ def test_quickstart_smoke_prints_table_and_writes_runs(tmp_path):
     assert not any((d / "cache").exists() for d in runs.iterdir())
     second = json.loads((runs / "best_single-toy-s41" / "budget.json").read_text())["evaluator"]
     assert second["evaluations"] == 0 and second["cache_hits"] > 0
+    # run again on the same results folder: it says plainly that it reuses the finished runs, and computes nothing
+    again = subprocess.run([sys.executable, "-m", "genome_nb.cli", "quickstart", "--profile", "smoke", "--seed", "42",
+                            "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figs")],
+                           capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+                                                                        "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "reusing 4 finished run(s)" in again.stdout and "| genome_plus | 42 |" in again.stdout
 
 
 def test_bad_profiles_are_rejected_before_any_work(tmp_path):
@@ -52,7 +60,8 @@ def test_run_all_rejects_bad_jobs_and_experiments_before_any_work(tmp_path):
 # ---------------------------------------------------------------- S1: the CPU pool, leave-target-out
 
 def test_leave_target_out_pool_drops_and_refuses_the_targets_own_expert():
-    from genome_nb.cli import Profile, check_pool, pool_for
+    from genome_nb.profiles import Profile
+    from genome_nb.runs import check_pool, pool_for
     from genome_nb.tasks import get_task
     prof = Profile("t", base="tiny-random", pool="tasks", leave_target_out=True)
     experts = {"csqa": object(), "qasc": object(), "codah": object()}
@@ -69,7 +78,7 @@ def test_leave_target_out_pool_drops_and_refuses_the_targets_own_expert():
 
 
 def test_profile_mode_per_task_is_checked():
-    from genome_nb.cli import Profile
+    from genome_nb.profiles import Profile
     Profile("t", base="tiny-random", mode={"csqa": "cloze_calibrated", "arc_c": "choice"})
     with pytest.raises(ValueError, match="task 'csqa': must be one of"):
         Profile("t", base="tiny-random", mode={"csqa": "cloze_calibratd"})
@@ -79,7 +88,8 @@ def test_profile_mode_per_task_is_checked():
 
 def test_released_pool_is_found_from_any_working_folder(tmp_path, monkeypatch):
     "The released CPU pool is the repository's, not the working folder's: a quickstart run from elsewhere must not retrain."
-    from genome_nb.cli import PROFILES, released_dir
+    from genome_nb.profiles import PROFILES
+    from genome_nb.runs import released_dir
     monkeypatch.chdir(tmp_path)
     assert (released_dir(PROFILES["cpu"]) / "MANIFEST.json").is_file()
     assert tmp_path not in released_dir(PROFILES["cpu"]).parents

@@ -112,7 +112,7 @@ def test_plans_for_every_profile_and_the_cpu_small_budget():
     est = estimate_batch("cpu-small")
     assert est.hours.iloc[-1] <= 3.0, est
     with pytest.raises(ValueError, match="no defaults for profile"):
-        from genome_nb.cli import Profile
+        from genome_nb.profiles import Profile
         plan_experiment("single_task", Profile("mine", base="tiny-random"))
 
 

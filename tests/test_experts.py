@@ -302,7 +302,7 @@ def test_cli_trains_and_plans(tmp_path, capsys):
 def test_cpu_profile_modes_follow_the_committed_validation_evidence():
     "The cpu profile's targets and modes are what choose_modes picks from results/cpu/experts/modes.csv (validation only)."
     import pandas as pd
-    from genome_nb.cli import CPU_MODES, CPU_TASKS, PROFILES
+    from genome_nb.profiles import CPU_MODES, CPU_TASKS, PROFILES
     from genome_nb.experts import choose_modes
     table = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "cpu" / "experts" / "modes.csv")
     chosen = choose_modes(table)

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 import genome_nb.data as data
 import genome_nb.evolution as evo
 from genome_nb.baselines import baseline_config, run_baseline
-from genome_nb.cli import load_profile, main
+from genome_nb.cli import main
+from genome_nb.profiles import load_profile
 from genome_nb.engines import HFEngine
 from genome_nb.ensemble import ensemble_predict
 from genome_nb.evolution import (GenomeConfig, Individual, RunLock, evolve, load_checkpoint, run_environment,
@@ -257,9 +258,9 @@ def test_profile_with_non_utf8_bytes_is_named(tmp_path):
 @pytest.fixture
 def no_work(monkeypatch):
     "Building the engine is the first expensive step of a command: make it fail loudly if it is reached."
-    import genome_nb.cli as cli
+    import genome_nb.cli as cli, genome_nb.runs as runs
     def engine_built(profile): raise RuntimeError("work started: the engine was built before the inputs were checked")
-    monkeypatch.setattr(cli, "make_engine", engine_built)
+    for m in (cli, runs): monkeypatch.setattr(m, "make_engine", engine_built)   # the commands' own and run_methods'
 
 
 @pytest.mark.parametrize("argv, match", [

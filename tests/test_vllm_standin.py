@@ -162,7 +162,8 @@ def test_fingerprint_has_version_dtype_and_mode():
 
 
 def test_make_engine_passes_profile_engine_kwargs(standin):
-    from genome_nb.cli import Profile, make_engine
+    from genome_nb.profiles import Profile
+    from genome_nb.runs import make_engine
     p = Profile("v", base="tiny-random", dtype="fp32", engine="vllm", experts="random:2", tasks=("toy",),
                 engine_kwargs=dict(gpu_memory_utilization=0.45, max_model_len=2048, tensor_parallel_size=1))
     e = make_engine(p)
@@ -177,7 +178,8 @@ def test_make_engine_passes_profile_engine_kwargs(standin):
 
 def test_paper_profile_starts(standin, monkeypatch):
     "The paper profile (Gemma-2, bf16, built experts) gets past vLLM's constructor checks once its model is local."
-    from genome_nb.cli import PROFILES, make_engine
+    from genome_nb.profiles import PROFILES
+    from genome_nb.runs import make_engine
     d = Path(tempfile.mkdtemp())
     (d / "config.json").write_text(json.dumps(dict(vocab_size=256000, dtype="bfloat16")))
     import genome_nb.engines as E
