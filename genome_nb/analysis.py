@@ -487,6 +487,46 @@ class PaperTable:
     def _repr_markdown_(self): return self.markdown
     def __str__(self): return self.markdown
 
+def _seed_stats(df, value, rows, cols, points):
+    "Mean, std and count over seeds per row × column of `value` (×scale with `points`), refusing a cell with a seed twice."
+    need = {rows, cols, "seed", value}
+    if missing := need - set(df.columns): raise ValueError(f"table: the frame has no column(s) {sorted(missing)}")
+    d = df[df[value].notna()].copy()
+    if not len(d): raise ValueError(f"table: no non-missing values in column {value!r}")
+    d["_v"] = d[value] * (d["scale"] if points and "scale" in d.columns else 1.0)
+    dup = d.groupby([rows, cols, "seed"], dropna=False).size()
+    if (dup > 1).any():
+        k = dup[dup > 1].index[0]
+        where = sorted(d.loc[(d[rows] == k[0]) & (d[cols] == k[1]) & (d["seed"] == k[2]), "run_dir"]) if "run_dir" in d else []
+        raise ValueError(f"table: {rows}={k[0]!r}, {cols}={k[1]!r}, seed={k[2]} occurs {dup[k]} times "
+                         f"(runs {where[:3]}); filter the frame to one experiment/setting first")
+    g = d.groupby([rows, cols])["_v"]
+    return g.mean().unstack(), g.std(ddof=1).unstack(), g.count().unstack()
+
+def _rank_marks(mean, r_ord, c_ord, digits) -> dict:
+    "Best and second best per column, by displayed value (competition ranking: 1 + rows shown strictly higher)."
+    marks = {}
+    for c in c_ord:
+        shown = {r: float(_f(mean.at[r, c], digits)) for r in r_ord if np.isfinite(mean.at[r, c])}
+        if len(set(shown.values())) < 2: continue
+        for r, v in shown.items():
+            marks[r, c] = {1: "best", 2: "second"}.get(1 + sum(w > v for w in shown.values()))
+    return marks
+
+def _gain_rows(mean, r_ord, c_ord, gains_for, gains_vs):
+    "The table's rows in order (a method, then its 'vs base' rows) and the relative gains (%) behind them."
+    rows, gains = [], {}
+    for r in r_ord:
+        rows.append(("row", r, None))
+        if r in gains_for:
+            for b in gains_vs:
+                if b in mean.index and b != r:
+                    rows.append(("gain", r, b))
+                    gains[(r, b)] = (mean.loc[r] - mean.loc[b]) / mean.loc[b] * 100
+    gains_df = pd.DataFrame(gains).T.reindex(columns=c_ord) if gains else pd.DataFrame(columns=c_ord)
+    if gains: gains_df.index.names = ["row", "base"]
+    return rows, gains_df
+
 def table(
     df: pd.DataFrame,                 # load_results output (or any frame with rows, cols, seed, value columns)
     value: str = "reported",          # score column: reported, test_best, test_ensemble, val_best, …
@@ -504,43 +544,15 @@ def table(
     color_gains: bool = False,        # LaTeX: red improvements, green decreases (the paper's colours)
 ) -> PaperTable:
     "Mean (± std) over seeds per row × column, best bold / second underlined, and relative-gain rows."
-    need = {rows, cols, "seed", value}
-    if missing := need - set(df.columns): raise ValueError(f"table: the frame has no column(s) {sorted(missing)}")
-    d = df[df[value].notna()].copy()
-    if not len(d): raise ValueError(f"table: no non-missing values in column {value!r}")
-    d["_v"] = d[value] * (d["scale"] if points and "scale" in d.columns else 1.0)
-    dup = d.groupby([rows, cols, "seed"], dropna=False).size()
-    if (dup > 1).any():
-        k = dup[dup > 1].index[0]
-        where = sorted(d.loc[(d[rows] == k[0]) & (d[cols] == k[1]) & (d["seed"] == k[2]), "run_dir"]) if "run_dir" in d else []
-        raise ValueError(f"table: {rows}={k[0]!r}, {cols}={k[1]!r}, seed={k[2]} occurs {dup[k]} times "
-                         f"(runs {where[:3]}); filter the frame to one experiment/setting first")
-    g = d.groupby([rows, cols])["_v"]
-    mean, sd, n = g.mean().unstack(), g.std(ddof=1).unstack(), g.count().unstack()
+    mean, sd, n = _seed_stats(df, value, rows, cols, points)
     r_ord = list(row_order) if row_order is not None else _order(mean.index, METHOD_LABELS if rows == "method" else ())
     c_ord = list(col_order) if col_order is not None else _order(mean.columns, TASK_LABELS if cols == "task" else ())
     mean, sd, n = (x.reindex(index=r_ord, columns=c_ord) for x in (mean, sd, n))
     rlab = {**(METHOD_LABELS if rows == "method" else {}), **(row_labels or {})}
     clab = {**(TASK_LABELS if cols == "task" else {}), **(col_labels or {})}
     rl = lambda r: _label(rlab.get(r, r))
-    # best and second best per column, by displayed value
-    marks = {}
-    for c in c_ord:
-        shown = {r: float(_f(mean.at[r, c], digits)) for r in r_ord if np.isfinite(mean.at[r, c])}
-        if len(set(shown.values())) < 2: continue
-        for r, v in shown.items():  # competition ranking: 1 + number of rows shown strictly higher
-            rank = 1 + sum(w > v for w in shown.values())
-            marks[r, c] = {1: "best", 2: "second"}.get(rank)
-    gain_rows, gains = [], {}
-    for r in r_ord:
-        gain_rows.append(("row", r, None))
-        if r in gains_for:
-            for b in gains_vs:
-                if b in mean.index and b != r:
-                    gain_rows.append(("gain", r, b))
-                    gains[(r, b)] = (mean.loc[r] - mean.loc[b]) / mean.loc[b] * 100
-    gains_df = pd.DataFrame(gains).T.reindex(columns=c_ord) if gains else pd.DataFrame(columns=c_ord)
-    if gains: gains_df.index.names = ["row", "base"]
+    marks = _rank_marks(mean, r_ord, c_ord, digits)
+    gain_rows, gains_df = _gain_rows(mean, r_ord, c_ord, gains_for, gains_vs)
 
     def cell(r, c, tex):
         v = mean.at[r, c]
@@ -599,20 +611,11 @@ class HparamStats:
     reg_latex: str
     def _repr_markdown_(self): return self.corr_markdown + "\n" + self.reg_markdown
 
-def hparam_stats(
-    df: pd.DataFrame,                             # one row per run (load_results output, or any frame)
-    x: Sequence[str] = ("cr", "imr", "gmr"),      # independent variables (columns)
-    y: Mapping[str, str] = HPARAM_TARGETS,        # label → column of each dependent variable
-    task: str | None = None,                      # keep only this task's rows
-    levels: Sequence = PAPER_STARS,               # significance stars
-    x_labels: Mapping[str, str] = HPARAM_LABELS,  # row labels of the independent variables
-) -> HparamStats:
-    "Pearson/Spearman correlations (Table 9) and OLS y = β0 + Σ βj xj + ε (Table 10) with stars."
-    import statsmodels.api as sm  # imported here: heavy, and only this function needs it
+def _hparam_frame(df, x, y, task):
+    "The sweep's runs of `task` (all, if None), checked: columns present, one row per run, enough runs, finite values, x varying."
     if task is not None:
         if "task" not in df.columns: raise ValueError("hparam_stats: task= given but the frame has no 'task' column")
         df = df[df["task"] == task]
-    x, y = list(x), dict(y)
     if missing := (set(x) | set(y.values())) - set(df.columns): raise ValueError(f"hparam_stats: no column(s) {sorted(missing)}")
     if "run_dir" in df.columns and df["run_dir"].duplicated().any():
         raise ValueError(f"hparam_stats: several rows per run (tasks {sorted(df['task'].unique())}); pass task=")
@@ -624,9 +627,10 @@ def hparam_stats(
             raise ValueError(f"hparam_stats: column {c!r} is missing or not finite in {len(bad)} run(s), e.g. {where}")
     for c in x:
         if df[c].nunique() < 2: raise ValueError(f"hparam_stats: {c!r} is constant ({df[c].iloc[0]}); no correlation is defined")
-    X = df[x].astype(float).to_numpy()
-    Y = {lab: df[col].astype(float).to_numpy() for lab, col in y.items()}
-    constant = {lab: np.ptp(v) == 0 for lab, v in Y.items()}  # an outcome equal in every run: nothing to correlate or fit
+    return df
+
+def _hparam_correlations(X, Y, x, constant) -> pd.DataFrame:
+    "Table 9's numbers: Pearson and Spearman of each hyperparameter with each outcome (NaN for a constant outcome)."
     corr = []
     for j, c in enumerate(x):
         for lab, v in Y.items():
@@ -638,8 +642,12 @@ def hparam_stats(
             corr.append(dict(hyperparameter=c, metric=lab, n=len(v), pearson_r=float(pr.statistic), pearson_p=float(pr.pvalue),
                              spearman_rho=float(sr.statistic), spearman_p=float(sr.pvalue)))
     corr = pd.DataFrame(corr)
+    return corr
+
+def _hparam_regressions(X, Y, names, constant, levels):
+    "Table 10's numbers: OLS of each outcome on the hyperparameters, per panel (coefficients, and the fit of each panel)."
+    import statsmodels.api as sm  # imported here: heavy, and only the regressions need it
     reg, fits = [], []
-    names = ["Constant"] + [x_labels.get(c, c) for c in x]
     for k, (lab, v) in enumerate(Y.items()):
         panel = f"Panel {chr(65 + k)}: {lab}"
         if constant[lab]:  # nothing to explain: OLS would report R² = -inf and t-statistics of 1e15
@@ -654,8 +662,10 @@ def hparam_stats(
                          constant=math.nan))
     reg = pd.DataFrame(reg, columns=["panel", "variable", "coef", "se", "t", "p", "stars"])
     fits = pd.DataFrame(fits, columns=["panel", "n", "r2", "r2_adj", "f_p", "constant"])
-    notes = "Notes: " + ", ".join(f"{s} p < {thr:g}" for thr, s in sorted(levels))
-    # Table 9 layout: the hyperparameter named on its first row only
+    return reg, fits
+
+def _table9(corr, x_labels, levels, notes):
+    "Table 9 as Markdown and LaTeX: the hyperparameter named on its first row only."
     c_rows = []
     for i, r in corr.iterrows():
         first = i == 0 or corr.at[i - 1, "hyperparameter"] != r.hyperparameter
@@ -666,6 +676,10 @@ def hparam_stats(
     c_head = ["HyperParameter", "Metric", "Pearson r", "p-value", "Spearman ρ", "p-value"]
     corr_md = _md_table(c_head, c_rows, "llrrrr") + "\n" + notes + "\n"
     corr_tex = _tex_table([_tex(h).replace("ρ", r"$\rho$") for h in c_head], [[_tex(v) for v in r] for r in c_rows], "llrrrr")
+    return corr_md, corr_tex
+
+def _table10(reg, fits, notes):
+    "Table 10 as Markdown and LaTeX: one titled panel per outcome."
     r_head = ["Variable", "Coefficient", "Std. Error", "t-statistic", "p-value"]
     md_rows, tex_rows = [], []
     for _, f in fits.iterrows():
@@ -678,7 +692,28 @@ def hparam_stats(
             cells = [r.variable, f"{_f(r.coef, 4)}{r.stars}", f"{r.se:.3f}", f"{r.t:.3f}", f"{r.p:.3f}"]
             md_rows.append(cells); tex_rows.append([_tex(v) for v in cells])
     reg_md = _md_table(r_head, md_rows, "lrrrr") + "\n" + notes + "\n"
-    return HparamStats(corr, reg, fits, notes, corr_md, corr_tex, reg_md, _tex_table(r_head, tex_rows, "lrrrr"))
+    return reg_md, _tex_table(r_head, tex_rows, "lrrrr")
+
+def hparam_stats(
+    df: pd.DataFrame,                             # one row per run (load_results output, or any frame)
+    x: Sequence[str] = ("cr", "imr", "gmr"),      # independent variables (columns)
+    y: Mapping[str, str] = HPARAM_TARGETS,        # label → column of each dependent variable
+    task: str | None = None,                      # keep only this task's rows
+    levels: Sequence = PAPER_STARS,               # significance stars
+    x_labels: Mapping[str, str] = HPARAM_LABELS,  # row labels of the independent variables
+) -> HparamStats:
+    "Pearson/Spearman correlations (Table 9) and OLS y = β0 + Σ βj xj + ε (Table 10) with stars."
+    x, y = list(x), dict(y)
+    df = _hparam_frame(df, x, y, task)
+    X = df[x].astype(float).to_numpy()
+    Y = {lab: df[col].astype(float).to_numpy() for lab, col in y.items()}
+    constant = {lab: np.ptp(v) == 0 for lab, v in Y.items()}  # an outcome equal in every run: nothing to correlate or fit
+    corr = _hparam_correlations(X, Y, x, constant)
+    reg, fits = _hparam_regressions(X, Y, ["Constant"] + [x_labels.get(c, c) for c in x], constant, levels)
+    notes = "Notes: " + ", ".join(f"{s} p < {thr:g}" for thr, s in sorted(levels))
+    corr_md, corr_tex = _table9(corr, x_labels, levels, notes)
+    reg_md, reg_tex = _table10(reg, fits, notes)
+    return HparamStats(corr, reg, fits, notes, corr_md, corr_tex, reg_md, reg_tex)
 
 # %% ../nbs/12_analysis.ipynb #68198678
 def load_predictions(
