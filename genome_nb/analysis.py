@@ -5,7 +5,7 @@
 # %% ../nbs/12_analysis.ipynb #1a856714
 from __future__ import annotations
 import fnmatch, importlib.util, json, math, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -14,10 +14,9 @@ import pandas as pd
 from scipy import stats
 
 # %% auto #0
-__all__ = ['METHOD_REGISTRY', 'METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'HPARAMS', 'SYNTHETIC_BASE',
-           'SYNTHETIC_EFFECTS', 'RESULT_COLUMNS', 'PAPER_STARS', 'CONVENTIONAL_STARS', 'HPARAM_LABELS',
-           'HPARAM_TARGETS', 'FIG_STYLE', 'MethodInfo', 'methods_where', 'write_synthetic_run', 'synthetic_runs',
-           'synthetic_sweep', 'find_run_dirs', 'task_metric', 'load_results', 'PaperTable', 'table', 'stars',
+__all__ = ['METHOD_REGISTRY', 'METHOD_LABELS', 'TASK_LABELS', 'TASK_CATEGORIES', 'METRIC_SCALE', 'HPARAMS', 'RESULT_COLUMNS',
+           'PAPER_STARS', 'CONVENTIONAL_STARS', 'HPARAM_LABELS', 'HPARAM_TARGETS', 'FIG_STYLE', 'MethodInfo',
+           'methods_where', 'find_run_dirs', 'task_metric', 'load_results', 'PaperTable', 'table', 'stars',
            'HparamStats', 'hparam_stats', 'load_predictions', 'paired_bootstrap', 'paired_table', 'savefig',
            'method_colors', 'load_history', 'plot_fitness_curves', 'plot_scaling', 'capability_ranks',
            'plot_capability_heatmap', 'plot_hparam']
@@ -100,158 +99,6 @@ def _order(values, known: Sequence = ()) -> list:
     rest = [v for v in vals if v not in known]
     num = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in rest)
     return first + sorted(rest, key=(lambda v: float(v)) if num else str)
-
-# %% ../nbs/12_analysis.ipynb #606c5018
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-def _write_jsonl(path: Path, rows) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-def _difficulty(task: str, n: int, seed: int) -> np.ndarray:
-    "Fixed per-example difficulties of a synthetic task: a seeded permutation of the grid (i + ½)/n."
-    rng = np.random.default_rng([seed, sum(map(ord, task))])
-    return rng.permutation((np.arange(n) + 0.5) / n)
-
-def _example_scores(p: float, u: np.ndarray, metric: str, noise: float, rng: np.random.Generator) -> np.ndarray:
-    eps = rng.normal(0.0, noise, size=len(u)) if noise > 0 else np.zeros(len(u))
-    if metric == "bleu": return np.clip(p + 20.0 * (0.5 - u) + 100.0 * eps, 0.0, 100.0).round(4)
-    return (u + eps < p).astype(float)
-
-# %% ../nbs/12_analysis.ipynb #0b81c956
-def write_synthetic_run(
-    run_dir: str | Path,          # the run directory to create
-    method: str,                  # method name as final.json records it
-    task: str,                    # the run's (single) task
-    seed: int,                    # the run's seed
-    p_best: float,                # true test score of the best individual, on the task's own scale
-    p_ensemble: float | None = None,  # true test score of the top-k ensemble (None: the run has no ensemble)
-    metric: str = "accuracy",     # the task's metric ("bleu": scores in [0, 100])
-    n_test: int = 100,            # test examples
-    example_noise: float = 0.1,   # τ: per-run, per-example noise around the fixed difficulty
-    hparams: Mapping | None = None,   # GenomeConfig fields to record (population_size, crossover_rate, …)
-    seconds: float = 10.0,        # total optimisation time, spread over the generations of history.jsonl
-    generations: int = 3,         # K: lines of history.jsonl after generation 0
-    extra_config: Mapping | None = None,  # extra config.json keys (profile, experiment, variant, …)
-    with_metrics: bool = True,    # write final.json's `metrics` entry (task → metric)
-    finished: bool = True,        # False: stop before final.json, as a run still in progress
-    difficulty_seed: int = 0,     # seed of the per-example difficulties (shared by all runs of the task)
-) -> Path:
-    "Write one synthetic run directory in the format `evolve` writes (for tests and demos)."
-    run_dir = Path(run_dir)
-    rng = np.random.default_rng([difficulty_seed, seed, sum(map(ord, method)), sum(map(ord, task)), int(p_best * 1e4)])
-    cfg = {"method": method, "seed": seed, "population_size": 10, "iterations": generations, "crossover_rate": 0.3,
-           "individual_mutation_rate": 0.3, "gene_mutation_rate": 0.2, "sigma": 0.001, "top_k": 3, **dict(hparams or {})}
-    _write_json(run_dir / "config.json", {
-        "config": cfg, "tasks": [task], "task_weights": [1.0], "experts": {f"e{i}": f"{i:064x}" for i in range(3)},
-        "evaluator": {"engine": "synthetic", "mode": "choice", "n_val": 200, "n_test": n_test, "split_seed": 0},
-        "environment": {"genome_nb": "synthetic"}, **dict(extra_config or {})})
-    fit_scale = 100.0 if metric == "bleu" else 1.0
-    per_gen = seconds / (generations + 1)
-    hist = []
-    for g in range(generations + 1):
-        b = p_best * (0.8 + 0.2 * g / max(generations, 1)) / fit_scale
-        hist.append({"generation": g, "best": round(b, 6), "mean": round(0.9 * b, 6), "worst": round(0.8 * b, 6),
-                     "global_best": round(b, 6), "new": 10 if g == 0 else 6, "ops": {}, "evaluations": 10 + 6 * g,
-                     "seconds": round(per_gen, 6)})
-    _write_jsonl(run_dir / "history.jsonl", hist)
-    if not finished: return run_dir
-    u = _difficulty(task, n_test, difficulty_seed)
-    best = _example_scores(p_best, u, metric, example_noise, rng)
-    ens = _example_scores(p_ensemble, u, metric, example_noise, rng) if p_ensemble is not None else None
-    rows = []
-    for i in range(n_test):
-        r = {"task": task, "id": f"{task}/{i}", "gold": "A", "best": "A" if best[i] else "B", "best_score": float(best[i])}
-        if ens is not None: r.update(ensemble="A", ensemble_score=float(ens[i]), members=["A", "A", "B"])
-        rows.append(r)
-    _write_jsonl(run_dir / "predictions_test.jsonl", rows)
-    val = float(best.mean()) + 0.02 * fit_scale
-    final = {"method": method, "seed": seed, "tasks": [task], "generations": generations,
-             "best": {"id": "i7", "digest": f"{seed:064x}", "origin": {"op": "crossover"}, "fitness": val / fit_scale,
-                      "validation": {task: val}, "test": {task: float(best.mean())}, "test_fitness": float(best.mean()) / fit_scale},
-             "evaluations": hist[-1]["evaluations"]}
-    if ens is not None:
-        final["ensemble"] = {"members": [{"id": f"i{j}", "digest": f"{j:064x}", "fitness": val / fit_scale} for j in range(3)],
-                             "validation": {task: val + 0.01 * fit_scale}, "test": {task: float(ens.mean())}}
-    if with_metrics: final["metrics"] = {task: metric}
-    _write_json(run_dir / "budget.json", {
-        "evaluator": {"evaluations": hist[-1]["evaluations"] + 2, "cache_hits": 3, "examples": 200 * hist[-1]["evaluations"],
-                      "tokens": 1000 * hist[-1]["evaluations"], "seconds": round(0.9 * seconds, 6)},
-        "engine": {}, "logical_evaluations": hist[-1]["evaluations"]})
-    _write_json(run_dir / "final.json", final)
-    return run_dir
-
-# %% ../nbs/12_analysis.ipynb #84eb6c66
-SYNTHETIC_BASE = {"arc_c": 0.57, "emorynlp": 0.33, "flores37": 21.5}  # true Best Single scores (task scale)
-SYNTHETIC_EFFECTS = {"best_single": 0.0, "expert_fusion": 0.02, "model_swarms": 0.08, "genome": 0.12, "genome_plus": 0.15}
-
-def synthetic_runs(
-    root: str | Path,                            # results root; runs go to root/profile/experiment/run_id
-    methods: Sequence[str] = tuple(SYNTHETIC_EFFECTS),
-    tasks: Sequence[str] = ("arc_c", "flores37"),
-    seeds: Sequence[int] = (41, 42, 47),
-    population_sizes: Sequence[int] = (10,),     # N; one run per value (Figure 2's sweep)
-    base: Mapping[str, float] = SYNTHETIC_BASE,  # true Best Single score per task (task scale)
-    effects: Mapping[str, float] = SYNTHETIC_EFFECTS,  # relative gain per method over Best Single
-    ensemble_gain: float = 0.03,                 # relative gain of GENOME+'s ensemble over its best individual
-    size_gain: float = 0.002,                    # relative gain per extra individual above N = 10
-    seed_sd: float = 0.01,                       # relative sd of a run's true score around its method's
-    n_test: int = 100,
-    profile: str = "synthetic",
-    experiment: str = "single_task",
-    incomplete: int = 0,                         # also write this many unfinished runs (no final.json)
-    seed: int = 0,                               # seed of the synthetic world
-    **kw,                                        # passed on to `write_synthetic_run`
-) -> list[Path]:                                 # the finished run directories
-    "A grid of synthetic runs (methods × tasks × N × seeds) in the run-directory format."
-    out = []
-    for mi, m in enumerate(methods):
-        for t in tasks:
-            metric = "bleu" if t.startswith("flores") else "accuracy"
-            for n in population_sizes:
-                for s in seeds:
-                    rng = np.random.default_rng([seed, mi, sum(map(ord, t)), n, s])
-                    p = base[t] * (1 + effects.get(m, 0.0) + size_gain * (n - 10)) * (1 + rng.normal(0, seed_sd))
-                    pe = p * (1 + ensemble_gain) if m == "genome_plus" else None
-                    hp = {"population_size": n} if m in ("model_swarms", "genome", "genome_plus") else {}
-                    d = Path(root) / profile / experiment / f"{m}_{t}_N{n}_s{s}"
-                    out.append(write_synthetic_run(d, m, t, s, float(p), None if pe is None else float(pe), metric, n_test,
-                                                   hparams=hp, seconds=float(5 + n * (1 + rng.random())),
-                                                   extra_config={"profile": profile, "experiment": experiment},
-                                                   difficulty_seed=seed, **kw))
-    for i in range(incomplete):
-        write_synthetic_run(Path(root) / profile / experiment / f"unfinished_{i}", methods[0], tasks[0], 1000 + i, 0.5,
-                            finished=False, extra_config={"profile": profile, "experiment": experiment}, difficulty_seed=seed)
-    return out
-
-# %% ../nbs/12_analysis.ipynb #0102236a
-def synthetic_sweep(
-    root: str | Path,
-    n_runs: int = 60,
-    task: str = "arc_c",
-    test_coef: Sequence[float] = (0.29, 0.02, -0.01, 0.0),     # β0..β3 of the test score (task scale)
-    ens_coef: Sequence[float] = (0.30, 0.005, -0.003, 0.002),  # … of the top-3 ensemble score
-    time_coef: Sequence[float] = (500.0, 1700.0, 3100.0, 100.0),  # … of the optimisation time (s)
-    noise: Sequence[float] = (0.005, 0.005, 100.0),            # sd of the three noises
-    n_test: int = 1000,
-    seed: int = 0,
-) -> list[Path]:
-    "Synthetic run directories of the hyperparameter sweep (Appendix A.4, Tables 9–10)."
-    rng = np.random.default_rng(seed)
-    grid = np.round(np.arange(1, 11) / 10, 1)
-    out = []
-    for i in range(n_runs):
-        cr, imr, gmr = (float(v) for v in rng.choice(grid, 3))
-        x = np.array([1.0, cr, imr, gmr])
-        e = rng.normal(0, noise)
-        test, ens, secs = float(x @ test_coef + e[0]), float(x @ ens_coef + e[1]), float(x @ time_coef + e[2])
-        out.append(write_synthetic_run(
-            Path(root) / "synthetic" / "hparam_sweep" / f"run{i:03d}", "genome", task, 1000 + i, test, ens, "accuracy",
-            n_test, example_noise=0.0, seconds=max(secs, 1.0), generations=10,
-            hparams=dict(crossover_rate=cr, individual_mutation_rate=imr, gene_mutation_rate=gmr, use_ensemble=True),
-            extra_config={"profile": "synthetic", "experiment": "hparam_sweep"}, difficulty_seed=seed))
-    return out
 
 # %% ../nbs/12_analysis.ipynb #2ad84ab8
 def _read_json(path: Path):
