@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_baselines.ipynb #21849d1c
 from __future__ import annotations
-import contextlib, dataclasses, difflib, hashlib, json, math, time, warnings
+import contextlib, dataclasses, difflib, functools, hashlib, json, math, time, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Callable, ClassVar, Mapping, Sequence
@@ -768,11 +768,46 @@ def fused_generate(
     return outs, dict(weights=r, adapters=digests, merges=len(groups))
 
 # %% ../nbs/11_baselines.ipynb #70f6b695
+def _pack_scores(run, modes: dict, split: str, lp: dict, experts_res, static_res):
+    """One split's Pack of LLMs answers: per task its score, and per example the fused prediction and the weights λ(x)
+    (choice tasks: the experts' label log-probabilities fused; generating tasks: each prompt's fused adapter; else the static merge)."""
+    c, ev, eng, names, genomes = run.config, run.evaluator, run.evaluator.engine, run.names, run.genomes
+    out, rows, lams, cost = {}, [], {}, {}
+    for t in run.tasks:
+        exs = ev.examples(t, split)
+        if modes[t.name] == "per_prompt_choice":
+            lam = pack_weights(lp[t.name], c.tau)
+            fused = fuse_choice_scores([experts_res.scores[k][t.name].outputs for k in range(len(genomes))], lam)
+            preds = [t.choice_labels(ex)[int(np.argmax(s))] for ex, s in zip(exs, fused)]
+            sc = t.score(preds, exs)
+            per = sc.get("per_example")
+            lams[t.name], used = lam.mean(0).tolist(), lam
+        elif modes[t.name] == "per_prompt_generate":
+            lam = pack_weights(lp[t.name], c.tau)
+            outs, info = fused_generate(eng, genomes, _rendered(ev, t, split), lam, c.weight_decimals, c.space,
+                                        t.max_new_tokens)
+            preds = [t.extract(o, ex) for o, ex in zip(outs, exs)]
+            sc = t.score(preds, exs)
+            per = sc.get("per_example")
+            lams[t.name], used = lam.mean(0).tolist(), info["weights"]
+            cost[t.name] = dict(prompts=len(exs), perplexity_passes=len(genomes) * len(exs), merges=info["merges"],
+                                generate_calls=info["merges"])
+        else:
+            ts = static_res.scores[0][t.name]
+            preds, per, used = ts.predictions, ts.per_example, None
+            sc = {t.metric: ts.score}
+        out[t.name] = float(sc[t.metric])
+        for j, e in enumerate(exs):
+            rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=preds[j], best_score=per[j] if per else None,
+                             weights=None if used is None else dict(zip(names, used[j].round(6).tolist()))))
+    fit = sum(w * fitness_scale(t, out[t.name]) for w, t in zip(run.weights, run.tasks)) / sum(run.weights)
+    return out, fit, rows, lams, cost
+
 def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator: Evaluator | None = None, run_dir=None,
                  task_weights=None, progress: bool = True, extra_config: Mapping | None = None) -> dict:
     "Pack of LLMs: per-prompt weights from the experts' perplexities; experts fused per prompt (choice scores or adapters) or merged once (static)."
     def body(run: BaselineRun) -> dict:
-        c, ev, eng, names, genomes = run.config, run.evaluator, run.evaluator.engine, run.names, run.genomes
+        c, ev, names, genomes = run.config, run.evaluator, run.names, run.genomes
         modes = {t.name: "static" if c.mode == "static" else
                  "per_prompt_choice" if ev.mode_for(t) in LOGPROB_MODES else "per_prompt_generate" for t in run.tasks}
         pc = [t for t in run.tasks if modes[t.name] == "per_prompt_choice"]
@@ -787,37 +822,7 @@ def pack_of_llms(experts, tasks, config: PackLLMConfig | None = None, evaluator:
             top = sorted(range(len(genomes)), key=lambda k: (-lam_bar[k], k))[:min(c.top_k, len(genomes))]
             static = merge([genomes[k] for k in top], [float(lam_bar[k]) for k in top], method=c.static_merge_method,
                            generator=torch.Generator().manual_seed(c.seed))
-        def scores(split: str, lp: dict, experts_res, static_res):
-            out, rows, lams, cost = {}, [], {}, {}
-            for t in run.tasks:
-                exs = ev.examples(t, split)
-                if modes[t.name] == "per_prompt_choice":
-                    lam = pack_weights(lp[t.name], c.tau)
-                    fused = fuse_choice_scores([experts_res.scores[k][t.name].outputs for k in range(len(genomes))], lam)
-                    preds = [t.choice_labels(ex)[int(np.argmax(s))] for ex, s in zip(exs, fused)]
-                    sc = t.score(preds, exs)
-                    per = sc.get("per_example")
-                    lams[t.name], used = lam.mean(0).tolist(), lam
-                elif modes[t.name] == "per_prompt_generate":
-                    lam = pack_weights(lp[t.name], c.tau)
-                    outs, info = fused_generate(eng, genomes, _rendered(ev, t, split), lam, c.weight_decimals, c.space,
-                                                t.max_new_tokens)
-                    preds = [t.extract(o, ex) for o, ex in zip(outs, exs)]
-                    sc = t.score(preds, exs)
-                    per = sc.get("per_example")
-                    lams[t.name], used = lam.mean(0).tolist(), info["weights"]
-                    cost[t.name] = dict(prompts=len(exs), perplexity_passes=len(genomes) * len(exs), merges=info["merges"],
-                                        generate_calls=info["merges"])
-                else:
-                    ts = static_res.scores[0][t.name]
-                    preds, per, used = ts.predictions, ts.per_example, None
-                    sc = {t.metric: ts.score}
-                out[t.name] = float(sc[t.metric])
-                for j, e in enumerate(exs):
-                    rows.append(dict(task=t.name, id=e.id, gold=t.gold(e), best=preds[j], best_score=per[j] if per else None,
-                                     weights=None if used is None else dict(zip(names, used[j].round(6).tolist()))))
-            fit = sum(w * fitness_scale(t, out[t.name]) for w, t in zip(run.weights, run.tasks)) / sum(run.weights)
-            return out, fit, rows, lams, cost
+        scores = functools.partial(_pack_scores, run, modes)   # scores(split, lp, experts_res, static_res)
         # validation: the experts' label log-probabilities (choice tasks), the prompts' fused adapters (generate tasks),
         # the static merge (the others)
         ex_val = run.validate(genomes, pc) if pc else None
@@ -901,6 +906,22 @@ def swarm_velocity(
     return (c[0] * v + c[1] * (p - x) + c[2] * (g - x) + c[3] * (x - w)) / s
 
 # %% ../nbs/11_baselines.ipynb #a5aee51e
+def _swarm_populate(X: list, names: Sequence[str], N: int, gen: torch.Generator) -> tuple[list, list]:
+    "The swarm: the experts, then particles t·x_a + (1 − t)·x_b of two random experts (t ~ U(0, 2): interpolation or extrapolation)."
+    n, X, origins = len(X), list(X), [dict(op="expert", name=nm) for nm in names]
+    while len(X) < N:
+        a = int(torch.randint(n, (), generator=gen)); b = (a + 1 + int(torch.randint(n - 1, (), generator=gen))) % n
+        t = 2 * float(torch.rand((), generator=gen))
+        X.append(t * X[a] + (1 - t) * X[b]); origins.append(dict(op="populate", experts=[names[a], names[b]], t=t))
+    return X, origins
+
+def _swarm_velocities(X: list, G: torch.Tensor, how: str, gen: torch.Generator) -> list:
+    "Starting velocities: toward a random other particle (`random`), toward the global best (`best`), or zero."
+    N = len(X)
+    if how == "random": return [X[(i + 1 + int(torch.randint(N - 1, (), generator=gen))) % N] - X[i] for i in range(N)]
+    if how == "best": return [G - x for x in X]
+    return [torch.zeros_like(x) for x in X]
+
 def model_swarms(experts, tasks, config: ModelSwarmsConfig | None = None, evaluator: Evaluator | None = None, run_dir=None,
                  task_weights=None, progress: bool = True, extra_config: Mapping | None = None) -> dict:
     "Model Swarms: PSO over LoRA weights with personal/global best, global worst, restarts and a decaying step."
@@ -912,23 +933,12 @@ def model_swarms(experts, tasks, config: ModelSwarmsConfig | None = None, evalua
             raise ValueError(f"ModelSwarmsConfig.top_k_ensemble={c.top_k_ensemble} is larger than the swarm's {N} particles")
         gen, template = torch.Generator().manual_seed(c.seed), genomes[0]
         rand = lambda: float(torch.rand((), generator=gen))
-        X = [g.flatten() for g in genomes]
-        origins = [dict(op="expert", name=nm) for nm in names]
-        while len(X) < N:                                     # populate: interpolation or extrapolation of two experts
-            a = int(torch.randint(n, (), generator=gen)); b = (a + 1 + int(torch.randint(n - 1, (), generator=gen))) % n
-            t = 2 * rand()
-            X.append(t * X[a] + (1 - t) * X[b]); origins.append(dict(op="populate", experts=[names[a], names[b]], t=t))
+        X, origins = _swarm_populate([g.flatten() for g in genomes], names, N, gen)
         F = run.fitness([template.unflatten(x) for x in X])
         P, PF, p_age = [x.clone() for x in X], list(F), [0] * N   # personal bests: copies, never aliases
         gi, wi = max(range(N), key=lambda i: F[i]), min(range(N), key=lambda i: F[i])
         G, GF, W, WF, g_at = X[gi].clone(), F[gi], X[wi].clone(), F[wi], (gi, 0)
-        if c.starting_velocity == "random":
-            V = []
-            for i in range(N):
-                j = (i + 1 + int(torch.randint(N - 1, (), generator=gen))) % N
-                V.append(X[j] - X[i])
-        elif c.starting_velocity == "best": V = [G - x for x in X]
-        else: V = [torch.zeros_like(x) for x in X]
+        V = _swarm_velocities(X, G, c.starting_velocity, gen)
         lam, since_g = c.step_length, 0
         phi = (c.inertia, c.cognitive, c.social, c.repel)
         run.log(generation=0, best=max(F), mean=float(np.mean(F)), worst=min(F), global_best=GF, global_worst=WF,

@@ -403,20 +403,20 @@ def run_all_cmd(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #8b97a9f7
-def parser() -> argparse.ArgumentParser:
-    "The `genome-nb` argument parser, one sub-command per job."
-    p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
-    sub = p.add_subparsers(dest="command", required=True)
-    def common(q, experiment):
-        q.add_argument("--profile", default="cpu-small", help=f"one of {sorted(PROFILES)} or a JSON profile file")
-        q.add_argument("--task", action="append", help="task name (repeat for a multi-task run); default: the profile's")
-        q.add_argument("--seed", type=int, action="append", help="seed (repeatable); default: the profile's first")
-        q.add_argument("--results", default="results", help="results root")
-        q.add_argument("--experiment", default=experiment, help="experiment name (a folder under results/<profile>/)")
-        q.add_argument("--budget", type=float, default=None, metavar="E",
-                       help="cap the run at E full-validation evaluations (default: the profile's, else the method's own)")
-        q.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="score on a Ray pool of N engines (default: the profile's `workers`; 0: one engine here)")
+def _run_options(q, experiment: str) -> None:
+    "The options every run command takes: profile, tasks, seeds, where results go, budget, workers."
+    q.add_argument("--profile", default="cpu-small", help=f"one of {sorted(PROFILES)} or a JSON profile file")
+    q.add_argument("--task", action="append", help="task name (repeat for a multi-task run); default: the profile's")
+    q.add_argument("--seed", type=int, action="append", help="seed (repeatable); default: the profile's first")
+    q.add_argument("--results", default="results", help="results root")
+    q.add_argument("--experiment", default=experiment, help="experiment name (a folder under results/<profile>/)")
+    q.add_argument("--budget", type=float, default=None, metavar="E",
+                   help="cap the run at E full-validation evaluations (default: the profile's, else the method's own)")
+    q.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="score on a Ray pool of N engines (default: the profile's `workers`; 0: one engine here)")
+
+def _run_commands(sub) -> None:
+    "quickstart, evolve, baseline: the commands that run methods."
     q = sub.add_parser("quickstart", help="the README's main job")
     q.add_argument("--profile", default="cpu")
     q.add_argument("--task", default=None)
@@ -430,12 +430,15 @@ def parser() -> argparse.ArgumentParser:
     from genome_nb.fitness import RACE_BOUNDS
     e.add_argument("--racing", choices=["off", *RACE_BOUNDS], default=None,
                    help="fitness racing (GenomeConfig.racing; default: the profile's, full evaluation)")
-    common(e, "evolve"); e.set_defaults(func=evolve_cmd)
+    _run_options(e, "evolve"); e.set_defaults(func=evolve_cmd)
     b = sub.add_parser("baseline", help="run one of the paper's baselines")
     from genome_nb.baselines import BASELINES   # the method names a user may pass, listed by --help
     # not argparse choices: check_args names a wrong method with the closest known one, before any work
     b.add_argument("--method", required=True, metavar="METHOD", help=f"one of: {', '.join(BASELINES)}")
-    common(b, "baseline"); b.set_defaults(func=baseline_cmd)
+    _run_options(b, "baseline"); b.set_defaults(func=baseline_cmd)
+
+def _tool_commands(sub) -> None:
+    "bench, check-gpu, experts, capabilities, splits, info: the commands around the runs."
     x = sub.add_parser("bench", help="engine throughput: bare model vs a population (JSON)")
     x.add_argument("--model", default="smollm2-135m-instruct"); x.add_argument("--dtype", default="auto")
     x.add_argument("--task", default="mmlu"); x.add_argument("--n", type=int, default=64)
@@ -463,6 +466,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0); s.set_defaults(func=splits_cmd)
     i = sub.add_parser("info", help="versions, cache directory, precision")
     i.set_defaults(func=info)
+
+def _batch_command(sub) -> None:
+    "run-all: the experiment notebooks, by papermill."
     r = sub.add_parser("run-all", help="execute the experiment notebooks (papermill) for a profile; resumable")
     r.add_argument("--profile", default="smoke", help=f"one of {sorted(PROFILES)} or a JSON profile file")
     r.add_argument("--only", nargs="+", metavar="EXP", help="experiment names (default: all)")
@@ -472,6 +478,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the cores divided among --jobs)")
     r.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (timed and analysis ones still run alone, in order)")
     r.set_defaults(func=run_all_cmd)
+
+def parser() -> argparse.ArgumentParser:
+    "The `genome-nb` argument parser, one sub-command per job."
+    p = argparse.ArgumentParser(prog="genome-nb", description="Population-based evolution of LLMs (GENOME / GENOME+).")
+    sub = p.add_subparsers(dest="command", required=True)
+    _run_commands(sub); _tool_commands(sub); _batch_command(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

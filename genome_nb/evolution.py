@@ -425,35 +425,45 @@ def evolve(
         return _evolve(names, genomes, tasks, weights, config, evaluator, run_dir, cfg_json, progress)
 
 # %% ../nbs/08_evolution.ipynb #e2a6434e
+def _resume(run_dir: Path, cfg_json, config: GenomeConfig, evaluator, ckpt_path: Path, template):
+    "A checkpointed run's state: population, best, succession state, generator, next generation, history, counters."
+    check_same_config(run_dir, cfg_json, absent=dict(config=config_defaults(GenomeConfig)))
+    ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
+    gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
+    start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
+    if "charges" in counters: evaluator.restore_charges(counters["charges"])   # the validation budget spent so far
+    # the checkpoint is the truth: a run killed between it and the history write left history.jsonl behind
+    atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    return pop, best, state, gen, start, history, counters
+
+def _begin(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run_dir: Path, cfg_json, ckpt_path: Path, t_start: float):
+    "A new run: config.json, the first population scored, generation 0 in the history and in the checkpoint."
+    write_json(run_dir / "config.json", {**cfg_json, "environment": run_environment()})
+    gen = make_generator(config.seed)
+    counters = dict(evaluations=0, next_id=0)
+    pop = first_population(names, genomes, config, gen)
+    counters["next_id"] = len(pop)
+    try: _evaluate(evaluator, pop, tasks, weights, counters, config)
+    except BudgetExhausted as e:
+        raise ValueError(f"{config.method}: a validation budget of {e.cap:g} evaluations does not cover the initial population "
+                         f"({len(pop)} individuals need {e.need:g})") from e
+    best = max(pop, key=lambda i: i.fitness)
+    state, start = None, 1
+    counters["charges"] = evaluator.charges()
+    history = [dict(generation=0, **_record(pop), global_best=best.fitness, new=len(pop),
+                    ops={o: sum(i.origin["op"] == o for i in pop) for o in ("init", "expert")},
+                    evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t_start, 3))]
+    save_checkpoint(ckpt_path, 0, pop, best, state, gen, history, counters)
+    atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    return pop, best, state, gen, start, history, counters
+
 def _evolve(names, genomes, tasks, weights, config: GenomeConfig, evaluator, run_dir: Path, cfg_json, progress):
+    "The loop around `generation()`: start or resume, one checkpoint per generation, stop at K or at the validation budget."
     ckpt_path, template = run_dir / "checkpoint.pt", genomes[0]
     t_start = time.perf_counter()
-    if ckpt_path.is_file():                                   # resume
-        check_same_config(run_dir, cfg_json, absent=dict(config=config_defaults(GenomeConfig)))
-        ckpt, pop, best, state = load_checkpoint(ckpt_path, template)
-        gen = torch.Generator().manual_seed(0); gen.set_state(ckpt["rng"])
-        start, history, counters = ckpt["generation"] + 1, ckpt["history"], ckpt["counters"]
-        if "charges" in counters: evaluator.restore_charges(counters["charges"])   # the validation budget spent so far
-        # the checkpoint is the truth: a run killed between it and the history write left history.jsonl behind
-        atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    else:
-        write_json(run_dir / "config.json", {**cfg_json, "environment": run_environment()})
-        gen = make_generator(config.seed)
-        counters = dict(evaluations=0, next_id=0)
-        pop = first_population(names, genomes, config, gen)
-        counters["next_id"] = len(pop)
-        try: _evaluate(evaluator, pop, tasks, weights, counters, config)
-        except BudgetExhausted as e:
-            raise ValueError(f"{config.method}: a validation budget of {e.cap:g} evaluations does not cover the initial population "
-                             f"({len(pop)} individuals need {e.need:g})") from e
-        best = max(pop, key=lambda i: i.fitness)
-        state, start = None, 1
-        counters["charges"] = evaluator.charges()
-        history = [dict(generation=0, **_record(pop), global_best=best.fitness, new=len(pop),
-                        ops={o: sum(i.origin["op"] == o for i in pop) for o in ("init", "expert")},
-                        evaluations=counters["evaluations"], seconds=round(time.perf_counter() - t_start, 3))]
-        save_checkpoint(ckpt_path, 0, pop, best, state, gen, history, counters)
-        atomic_write(run_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    if ckpt_path.is_file(): pop, best, state, gen, start, history, counters = _resume(run_dir, cfg_json, config, evaluator, ckpt_path, template)
+    else: pop, best, state, gen, start, history, counters = _begin(names, genomes, tasks, weights, config, evaluator, run_dir, cfg_json,
+                                                                   ckpt_path, t_start)
 
     def new_id():
         counters["next_id"] += 1

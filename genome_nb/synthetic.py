@@ -32,6 +32,16 @@ def _example_scores(p: float, u: np.ndarray, metric: str, noise: float, rng: np.
     return (u + eps < p).astype(float)
 
 # %% ../nbs/12c_synthetic.ipynb #0b81c956
+def _synthetic_history(p_best: float, fit_scale: float, generations: int, seconds: float) -> list[dict]:
+    "history.jsonl of a synthetic run: the best fitness climbing from 80 % to 100 % of p_best / fit_scale over K generations."
+    hist = []
+    for g in range(generations + 1):
+        b = p_best * (0.8 + 0.2 * g / max(generations, 1)) / fit_scale
+        hist.append({"generation": g, "best": round(b, 6), "mean": round(0.9 * b, 6), "worst": round(0.8 * b, 6),
+                     "global_best": round(b, 6), "new": 10 if g == 0 else 6, "ops": {}, "evaluations": 10 + 6 * g,
+                     "seconds": round(seconds / (generations + 1), 6)})
+    return hist
+
 def write_synthetic_run(
     run_dir: str | Path,          # the run directory to create
     method: str,                  # method name as final.json records it
@@ -60,13 +70,7 @@ def write_synthetic_run(
         "evaluator": {"engine": "synthetic", "mode": "choice", "n_val": 200, "n_test": n_test, "split_seed": 0},
         "environment": {"genome_nb": "synthetic"}, **dict(extra_config or {})})
     fit_scale = 100.0 if metric == "bleu" else 1.0
-    per_gen = seconds / (generations + 1)
-    hist = []
-    for g in range(generations + 1):
-        b = p_best * (0.8 + 0.2 * g / max(generations, 1)) / fit_scale
-        hist.append({"generation": g, "best": round(b, 6), "mean": round(0.9 * b, 6), "worst": round(0.8 * b, 6),
-                     "global_best": round(b, 6), "new": 10 if g == 0 else 6, "ops": {}, "evaluations": 10 + 6 * g,
-                     "seconds": round(per_gen, 6)})
+    hist = _synthetic_history(p_best, fit_scale, generations, seconds)
     _write_jsonl(run_dir / "history.jsonl", hist)
     if not finished: return run_dir
     u = _difficulty(task, n_test, difficulty_seed)
