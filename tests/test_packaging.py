@@ -34,6 +34,10 @@ def test_nbdev_settings_that_other_tools_rely_on():
     assert s["allowed_cell_metadata_keys"].split() == ["tags"]  # papermill's `parameters` tag survives nbdev_clean
     assert "slow" in s["tst_flags"].split()
     assert "vllm" in s["gpu_requirements"] and "vllm" not in s["requirements"]
+    # the GPU extra pins a bounded vLLM range (each release pins its own torch and transformers), and Ray is an extra too
+    vllm = next(Requirement(r) for r in shlex.split(s["gpu_requirements"]) if r.startswith("vllm"))
+    assert vllm.specifier.contains("0.33.0") and not vllm.specifier.contains("1.0.0"), vllm
+    assert "ray" in s["ray_requirements"] and "ray" not in s["requirements"]
 
 
 def test_nbdev_export_leaves_no_diff(tmp_path):
