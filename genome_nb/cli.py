@@ -214,7 +214,8 @@ def check_gpu(
     **vllm_kwargs,
 ) -> dict:
     "Score the same prompts × adapters with HFEngine and VLLMEngine; their agreement and the throughput ratio."
-    from genome_nb.engines import HFEngine, VLLMEngine
+    from genome_nb.engines import HFEngine
+    from genome_nb.vllm_engine import VLLMEngine
     genomes = check_gpu_adapters(model, n_adapters, seed)
     hf = HFEngine(model, dtype=dtype, device=device)
     texts, labels = check_gpu_prompts(hf, n_prompts, seed)

@@ -29,7 +29,7 @@ def local_engine(profile: Profile):
     "One engine of the profile in this process, with its `engine_kwargs` (a vLLM engine serves the rank of the profile's experts)."
     kw = dict(profile.engine_kwargs)
     if profile.engine == "vllm":
-        from genome_nb.engines import VLLMEngine
+        from genome_nb.vllm_engine import VLLMEngine
         kw.setdefault("lora_rank", profile_lora_rank(profile))
         return VLLMEngine(profile.base, dtype=profile.dtype, **kw)
     if profile.engine != "hf": raise ValueError(f"profile {profile.name}: engine must be 'hf' or 'vllm', got {profile.engine!r}")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import vllm_standin
-from genome_nb.engines import HFEngine, VLLMEngine, split_candidates
+from genome_nb.engines import HFEngine, split_candidates
+from genome_nb.vllm_engine import VLLMEngine
 from genome_nb.genome import LoraSpec, genome_from_model, random_lora_model
 from genome_nb.models import embedded_dir, load_base
 
@@ -182,7 +183,7 @@ def test_paper_profile_starts(standin, monkeypatch):
     from genome_nb.runs import make_engine
     d = Path(tempfile.mkdtemp())
     (d / "config.json").write_text(json.dumps(dict(vocab_size=256000, dtype="bfloat16")))
-    import genome_nb.engines as E
+    import genome_nb.vllm_engine as E
     monkeypatch.setattr(E, "load_tokenizer", lambda name: None)   # no Gemma tokenizer offline; vLLM's checks are the point
     p = PROFILES["paper"]
     e = make_engine(type(p)(**{**p.__dict__, "base": str(d)}))

@@ -1,4 +1,4 @@
-"""A stand-in for the few parts of vLLM 0.33 that `genome_nb.engines.VLLMEngine` uses, for tests without a GPU.
+"""A stand-in for the few parts of vLLM 0.33 that `genome_nb.vllm_engine.VLLMEngine` uses, for tests without a GPU.
 
 `install()` puts modules named `vllm`, `vllm.inputs`, `vllm.lora`, `vllm.lora.request`, `vllm.logprobs` and
 `vllm.sampling_params` into `sys.modules`. Their constructors check their arguments against what vLLM 0.33 accepts
