@@ -21,7 +21,8 @@ from .genome import LoraGenome, check_compatible, load_adapter
 from .merge import merge
 from .fitness import BudgetExhausted, Evaluator, fitness_scale
 from .tasks import LOGPROB_MODES
-from .evolution import (Individual, RunLock, atomic_write, check_fields, check_same_config, evaluator_record,
+from .config import ConfigMixin, check_fields
+from .evolution import (Individual, RunLock, atomic_write, check_same_config, evaluator_record,
                                  finish_single, run_environment, write_json, write_results)
 
 # %% auto #0
@@ -35,26 +36,11 @@ __all__ = ['BASELINES', 'BASELINE_CONFIGS', 'BaselineConfig', 'BaselineRun', 'Be
 
 # %% ../nbs/11_baselines.ipynb #ef6aabbd
 @dataclass
-class BaselineConfig:
-    "Fields every baseline configuration has; each method's subclass adds its hyperparameters."
+class BaselineConfig(ConfigMixin):
+    "Fields every baseline configuration has; each method's subclass adds its hyperparameters (checks: `ConfigMixin`)."
     method: ClassVar[str] = ""
     sources: ClassVar[dict] = {}
     seed: int = 42                      # every random choice of the run flows from it
-
-    def __post_init__(self): self.validate()
-
-    def _bad(self, f: str, why: str):
-        raise ValueError(f"{type(self).__name__}.{f}={getattr(self, f)!r}: {why}")
-
-    def _number(self, f: str, lo: float | None = None, hi: float | None = None, lo_open=False, integer=False):
-        v = getattr(self, f)
-        if isinstance(v, bool) or not isinstance(v, (int,) if integer else (int, float)) or not math.isfinite(v):
-            self._bad(f, "must be an integer" if integer else "must be a finite number")
-        if lo is not None and (v <= lo if lo_open else v < lo): self._bad(f, f"must be {'>' if lo_open else '≥'} {lo}")
-        if hi is not None and v > hi: self._bad(f, f"must be ≤ {hi}")
-
-    def _choice(self, f: str, options: Sequence):
-        if getattr(self, f) not in options: self._bad(f, f"must be one of {tuple(options)}")
 
     def validate(self):
         "Check every field; a bad value raises a ValueError naming the class, the field and the value."
@@ -62,7 +48,7 @@ class BaselineConfig:
 
     def to_dict(self) -> dict:
         "JSON-ready fields, with the method's name."
-        return {"method": self.method, **json.loads(json.dumps(asdict(self)))}
+        return {"method": self.method, **super().to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> BaselineConfig:

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .config import ConfigMixin
 from .genome import LoraGenome, check_compatible, save_adapter
 from .operators import (SuccessionState, crossover, elite_count, init_experience, init_velocity, initialize,
                                  make_generator, mutate, select, succession)
@@ -19,25 +20,16 @@ from .fitness import RACE_BOUNDS, BudgetExhausted, Evaluator
 from .ensemble import ensemble_predict
 
 # %% auto #0
-__all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'check_fields', 'GenomeConfig', 'Individual', 'Step',
-           'first_population', 'generation', 'atomic_write', 'write_json', 'RunLock', 'run_environment', 'diff_configs',
-           'save_checkpoint', 'load_checkpoint', 'evaluator_record', 'config_defaults', 'check_same_config', 'evolve',
-           'is_free_text', 'best_record', 'prediction_rows', 'write_results', 'finish_single', 'ensemble_results',
-           'transfer']
+__all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'GenomeConfig', 'Individual', 'Step', 'first_population',
+           'generation', 'atomic_write', 'write_json', 'RunLock', 'run_environment', 'diff_configs', 'save_checkpoint',
+           'load_checkpoint', 'evaluator_record', 'config_defaults', 'check_same_config', 'evolve', 'is_free_text',
+           'best_record', 'prediction_rows', 'write_results', 'finish_single', 'ensemble_results', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
 
-def check_fields(cls, d: Mapping, what: str) -> None:
-    "Reject keys of `d` that are not fields of dataclass `cls`, suggesting the closest name (message: `what` + the keys)."
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in d if k not in names]
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, names, n=1) for k in unknown}
-        raise ValueError(f"{what} " + ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items()))
-
 @dataclass
-class GenomeConfig:
+class GenomeConfig(ConfigMixin):
     "Hyperparameters of a GENOME / GENOME+ run (paper §4.1 defaults)."
     method: str = "genome_plus"             # "genome" (Algorithm 1) or "genome_plus" (Algorithm 2)
     population_size: int = 10               # N
@@ -77,7 +69,7 @@ class GenomeConfig:
     use_succession: bool | None = None      # None: on for genome_plus, off for genome
     use_ensemble: bool | None = None        # None: on for genome_plus, off for genome
 
-    def __post_init__(self):
+    def validate(self):
         self.phi = tuple(float(p) for p in self.phi)
         if self.use_succession is None: self.use_succession = self.method == "genome_plus"
         if self.use_ensemble is None: self.use_ensemble = self.method == "genome_plus"
@@ -124,13 +116,7 @@ class GenomeConfig:
         if isinstance(self.race_delta, bool) or not isinstance(self.race_delta, (int, float)) or not 0 < self.race_delta < 1:
             bad("race_delta", "must be a probability in (0, 1)")
 
-    def to_dict(self) -> dict: return {**asdict(self), "phi": list(self.phi)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> GenomeConfig:
-        "Build from a dict (e.g. a profile or config.json), rejecting unknown keys by name."
-        check_fields(cls, d, "unknown GenomeConfig field(s):")
-        return cls(**dict(d))
+    # to_dict / from_dict: ConfigMixin's (tuples as lists; an unknown field named with the closest known one)
 
 # %% ../nbs/08_evolution.ipynb #fce1accc
 @dataclass

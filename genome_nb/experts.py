@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import ConfigMixin
 from .models import EMBEDDED, TINY, cache_dir, load_base
 
 # %% auto #0
@@ -270,7 +271,7 @@ _SCHEDULES = ("cosine", "linear", "constant_with_warmup", "cosine_with_restarts"
 _PRECISIONS = ("bf16", "fp32", "autocast-bf16")
 
 @dataclass
-class ExpertConfig:
+class ExpertConfig(ConfigMixin):
     "How one expert adapter is trained (Table 8, scaled for the CPU by the caps at the end)."
     r: int = 8                        # LoRA rank (Table 8)
     alpha: int = 16                   # LoRA α (Table 8); the update is (α/r)·BA
@@ -290,7 +291,7 @@ class ExpertConfig:
     precision: str = "bf16"           # "bf16" weights (LoRA stays fp32), "fp32", or fp32 weights under "autocast-bf16"
     seed: int = 0                     # row sample, data order, LoRA init and dropout
 
-    def __post_init__(self):
+    def validate(self):
         self.target_modules = tuple(self.target_modules)
         def need(ok, name, why):
             if not ok: raise ValueError(f"ExpertConfig.{name}={getattr(self, name)!r}: {why}")
@@ -307,14 +308,8 @@ class ExpertConfig:
         need(self.precision in _PRECISIONS, "precision", f"must be one of {_PRECISIONS}")
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
 
-    def to_dict(self) -> dict: return {**asdict(self), "target_modules": list(self.target_modules)}
-    def to_json(self) -> str: return json.dumps(self.to_dict(), indent=1)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ExpertConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"ExpertConfig has no field(s) {sorted(unknown)}")
-        return cls(**d)
+    def to_json(self) -> str: return json.dumps(self.to_dict(), indent=1)   # to_dict / from_dict: ConfigMixin's
+    _unknown = "ExpertConfig has no field(s)"   # from_dict's wording for a key that is not a field (a hint follows)
 
     @classmethod
     def from_json(cls, text: str | Path) -> ExpertConfig:

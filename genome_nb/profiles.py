@@ -5,8 +5,10 @@
 # %% ../nbs/12a_profiles.ipynb #92b033b9
 from __future__ import annotations
 import json, math
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .config import ConfigMixin, check_fields
 
 # %% auto #0
 __all__ = ['ENGINE_KWARGS', 'CPU_TASKS', 'CPU_MODES', 'PROFILES', 'Profile', 'load_profile', 'profile_lora_rank']
@@ -18,7 +20,7 @@ ENGINE_KWARGS = {"hf": ("device", "max_batch", "max_waste", "prefix_cache", "max
                           "lora_rank", "max_logprobs", "single_token", "enforce_eager")}
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(ConfigMixin):
     "Where and at what size runs happen (the method's hyperparameters live in GenomeConfig)."
     name: str
     base: str                        # base model for `load_base`
@@ -45,7 +47,7 @@ class Profile:
     worker_threads: int | None = None  # torch threads per CPU worker (None: the cores divided among the workers)
     ray_address: str | None = None   # an existing Ray cluster ("auto", "ray://host:10001"); None: a local instance
 
-    def __post_init__(self):
+    def validate(self):
         "Check every value now, naming the field, so a bad profile fails before any work starts."
         def bad(f, why): raise ValueError(f"profile {self.name!r}: {f}={getattr(self, f)!r}: {why}")
         from genome_nb.fitness import MODES
@@ -90,11 +92,10 @@ class Profile:
         if self.ray_address is not None and not (isinstance(self.ray_address, str) and self.ray_address):
             bad("ray_address", "must be a Ray address such as 'auto' or 'ray://host:10001', or null")
 
-    def to_dict(self) -> dict: return {**asdict(self), "tasks": list(self.tasks), "seeds": list(self.seeds)}
+    # to_dict: ConfigMixin's (tuples as lists)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "profile") -> Profile:
-        from genome_nb.evolution import check_fields
         check_fields(cls, d, f"{where}: unknown field(s)")
         d = dict(d)
         for k in ("tasks", "seeds"):
