@@ -78,7 +78,7 @@ class RayEngine(Engine):
             self.close()
             raise RuntimeError(f"RayEngine: the workers' engines differ (fingerprints {prints}); every worker must load the same base weights")
         self._fingerprint, self.tokenizer, self.model_name = prints[0], info[0]["tokenizer"], info[0]["model_name"]
-        self._per_call, self.workers = info[0]["genomes_per_call"], info
+        self._per_call = info[0]["genomes_per_call"]
         self._pool = ActorPool(self.actors)
         self.stats = PoolStats(workers=workers, threads=threads or 0)
 
