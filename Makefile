@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat settings.ini setup.py requirements-cpu.l
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install quickstart test export clean-nbs bench lock
+.PHONY: install quickstart test export clean-nbs bench lock outputs
 
 install: $(STAMP)
 
@@ -47,3 +47,10 @@ export: install
 
 bench: install
 	$(VENV)/bin/genome-nb bench
+
+# Re-run notebooks and refresh the outputs they commit (only cells that show outputs now; see tools/refresh_outputs.py):
+#   make outputs NBS="nbs/08_evolution.ipynb nbs/12_analysis.ipynb"
+outputs: install
+	test -n "$(NBS)" || { echo 'name the notebooks: make outputs NBS="nbs/08_evolution.ipynb ..."'; exit 2; }
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tools/refresh_outputs.py $(NBS)
+	$(VENV)/bin/nbdev_clean

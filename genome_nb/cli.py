@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
 
+from .models import usable_cores
 from .profiles import PROFILES, Profile, load_profile
 from .runs import (GENOME_METHODS, make_engine, make_experts, make_tasks, released_dir, reported, run_dir_for, run_methods,
                             shared_cache_path)
@@ -41,7 +42,7 @@ def check_args(profile: Profile, method: str, task_names: Sequence[str], overrid
     make_tasks(task_names)
     if method in GENOME_METHODS: GenomeConfig.from_dict({**profile.genome, **(overrides or {}), "method": method})
     else:
-        from genome_nb.baselines import baseline_config
+        from genome_nb.registry import baseline_config
         baseline_config(method, {**profile.baselines.get(method, {}), **(overrides or {})})
 
 def parse_set(text: str | None) -> dict:
@@ -101,15 +102,15 @@ def bench_cmd(args) -> int:
 
 def experts_cmd(args) -> int:
     "Train (or find already trained) the ten experts and the Data Merge adapter."
-    from genome_nb.experts import build_experts_main
+    from genome_nb.expert_pools import build_experts_main
     return build_experts_main(args.rest) or 0
 
 def capabilities_cmd(args) -> int:
     "Score every expert and the base model on the profile's multiple-choice tasks; CSV + rank heatmap."
-    from genome_nb.analysis import plot_capability_heatmap
-    from genome_nb.experts import CAPABILITY_TASKS, capability_map, capability_summary, choose_modes, mode_table
+    from genome_nb.plots import plot_capability_heatmap
+    from genome_nb.expert_pools import CAPABILITY_TASKS, capability_map, capability_summary, choose_modes, mode_table
     from genome_nb.fitness import Evaluator
-    from genome_nb.evolution import atomic_write
+    from genome_nb.rundir import atomic_write
     profile = load_profile(args.profile)
     names = args.task or (list(profile.tasks) if profile.name == "smoke" or profile.pool == "tasks" else list(CAPABILITY_TASKS))
     out = Path(args.results) / profile.name / "experts"
@@ -132,7 +133,7 @@ def capabilities_cmd(args) -> int:
 
 def splits_cmd(args) -> int:
     "Build the seeded validation/test splits of every dataset and print their sizes."
-    from genome_nb.data import build_splits
+    from genome_nb.splits import build_splits
     man = build_splits(seed=args.seed)
     for name, e in sorted(man["datasets"].items()):
         print(f"{name:22s} " + "  ".join(f"{s}={v['count']}" for s, v in e["splits"].items()))
@@ -197,7 +198,7 @@ def check_gpu_adapters(model: str, n: int, seed: int = 0) -> list:
     from genome_nb.models import EMBEDDED, load_base
     rel = released_dir(PROFILES["cpu"])
     if model == EMBEDDED and (rel / "MANIFEST.json").is_file():
-        from genome_nb.experts import released_experts
+        from genome_nb.expert_pools import released_experts
         dirs = released_experts(rel)
         if len(dirs) >= n: return [load_adapter(dirs[k], base_model=model) for k in sorted(dirs)[:n]]
     base, _ = load_base(model, dtype="fp32")
@@ -311,8 +312,7 @@ def experiment_notebooks(notebooks: str | Path | None = None) -> dict[str, Path]
 def default_threads(jobs: int = 1) -> int:
     "Torch threads per process when `jobs` processes share this machine: its cores divided among them, at least one."
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // jobs)
+    return max(1, usable_cores() // jobs)
 
 # Experiments whose measurements are times run alone; one whose runs include another experiment's runs (fidelity's after
 # arm is Table 1's: a run directory is locked by the process that runs it) after the shared stage; readers last.
@@ -341,7 +341,7 @@ def run_all(
     "Execute the experiment notebooks with papermill into results/<profile>/<name>.ipynb."
     import papermill as pm
     from tqdm.auto import tqdm
-    from genome_nb.evolution import atomic_write
+    from genome_nb.rundir import atomic_write
     prof = load_profile(profile)
     nbs = experiment_notebooks(notebooks)
     if only:
@@ -433,7 +433,7 @@ def _run_commands(sub) -> None:
                    help="fitness racing (GenomeConfig.racing; default: the profile's, full evaluation)")
     _run_options(e, "evolve"); e.set_defaults(func=evolve_cmd)
     b = sub.add_parser("baseline", help="run one of the paper's baselines")
-    from genome_nb.baselines import BASELINES   # the method names a user may pass, listed by --help
+    from genome_nb.registry import BASELINES   # the method names a user may pass, listed by --help
     # not argparse choices: check_args names a wrong method with the closest known one, before any work
     b.add_argument("--method", required=True, metavar="METHOD", help=f"one of: {', '.join(BASELINES)}")
     _run_options(b, "baseline"); b.set_defaults(func=baseline_cmd)
@@ -490,8 +490,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `genome-nb` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["experts"]:   # its own parser (10_experts); argparse's REMAINDER refuses a leading `--option`
-        from genome_nb.experts import build_experts_main
+    if argv[:1] == ["experts"]:   # its own parser (10a_expert_pools); argparse's REMAINDER refuses a leading `--option`
+        from genome_nb.expert_pools import build_experts_main
         return build_experts_main(argv[1:]) or 0
     args = parser().parse_args(argv)
     return args.func(args)

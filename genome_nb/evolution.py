@@ -4,8 +4,8 @@
 
 # %% ../nbs/08_evolution.ipynb #f8e3d8a5
 from __future__ import annotations
-import contextlib, dataclasses, difflib, fcntl, json, math, os, platform, time, warnings
-from dataclasses import dataclass, field, asdict
+import dataclasses, json, math, os, time, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,12 +18,13 @@ from .operators import (SuccessionState, crossover, elite_count, init_experience
                                  make_generator, mutate, select, succession)
 from .fitness import RACE_BOUNDS, BudgetExhausted, Evaluator
 from .ensemble import ensemble_predict
+from .rundir import RunLock, atomic_write, diff_configs, run_environment, write_json, _cleanup_on_failure
 
 # %% auto #0
 __all__ = ['METHODS', 'EVALUATOR_ADDED', 'FREE_TEXT_METRICS', 'GenomeConfig', 'Individual', 'Step', 'first_population',
-           'generation', 'atomic_write', 'write_json', 'RunLock', 'run_environment', 'diff_configs', 'save_checkpoint',
-           'load_checkpoint', 'evaluator_record', 'config_defaults', 'check_same_config', 'evolve', 'is_free_text',
-           'best_record', 'prediction_rows', 'write_results', 'finish_single', 'ensemble_results', 'transfer']
+           'generation', 'save_checkpoint', 'load_checkpoint', 'evaluator_record', 'config_defaults',
+           'check_same_config', 'evolve', 'is_free_text', 'best_record', 'prediction_rows', 'write_results',
+           'finish_single', 'ensemble_results', 'transfer']
 
 # %% ../nbs/08_evolution.ipynb #626fc1d5
 METHODS = ("genome", "genome_plus")
@@ -205,63 +206,6 @@ def generation(pop: list[Individual],      # the scored population
     ops = {o: sum(i.origin["op"] == o for i in born) for o in ("crossover", "mutation")}
     ops["succession"] = len(nxt) if plus else 0
     return Step(nxt, pool, born, state, ops)
-
-# %% ../nbs/08_evolution.ipynb #d8cd5284
-@contextlib.contextmanager
-def _cleanup_on_failure(tmp: Path, path: Path):
-    "A failed write (full disk, ...) removes its temporary file and names the file it was writing."
-    try: yield
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno is not None: raise OSError(e.errno, f"writing {path}: {e.strerror}") from e
-        raise
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    "Write a file through a temporary name and an atomic rename."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with _cleanup_on_failure(tmp, path):
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-def write_json(path: Path, obj) -> None: atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-class RunLock:
-    "An exclusive lock on a run directory (released when the process ends, even by kill -9)."
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "a+")
-        try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise RuntimeError(f"run directory {run_dir} is in use by another process; "
-                               "wait for it to finish or choose another --run-dir") from None
-    def release(self):
-        if not self.f.closed: fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
-    def __enter__(self): return self
-    def __exit__(self, *a): self.release()
-
-# %% ../nbs/08_evolution.ipynb #a6b4f94d
-def run_environment() -> dict:
-    "Library versions and torch's thread count, recorded in config.json (not compared on resume)."
-    import importlib.metadata as md
-    from genome_nb import __version__
-    libs = ("transformers", "peft", "numpy", "tokenizers", "safetensors", "sacrebleu", "scipy", "nevergrad")
-    return dict(genome_nb=__version__, python=platform.python_version(), torch=torch.__version__,
-                torch_threads=torch.get_num_threads(), **{lib: md.version(lib) for lib in libs})
-
-def diff_configs(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    "Paths of the fields that differ between two JSON-like configs."
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping): out += diff_configs(a, b, f"{prefix}{k}.")
-        elif a != b: out.append(f"{prefix}{k}: {a!r} → {b!r}")
-    return out
 
 # %% ../nbs/08_evolution.ipynb #d5e0c2fc
 def _stack(genomes): return torch.stack([g.flatten() for g in genomes]) if genomes else torch.zeros(0)

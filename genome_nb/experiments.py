@@ -4,28 +4,27 @@
 
 # %% ../nbs/14_experiments.ipynb #6d3059b2
 from __future__ import annotations
-import dataclasses, functools, json, os, platform, re, sys, time, warnings
+import dataclasses, functools, json, os, platform, re, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .profiles import PROFILES, Profile, load_profile
-from .runs import (GENOME_METHODS, make_engine, make_experts, make_tasks, pool_for, run_dir_for,
-                           run_one, shared_cache_path)
-from .analysis import (METHOD_LABELS, TASK_LABELS, methods_where, TASK_CATEGORIES, _md_table, _tex_table, _tex, hparam_stats,
-                                load_history, load_results, paired_bootstrap, paired_table, plot_fitness_curves, plot_hparam, plot_scaling, table, with_best_rows)
+from .models import usable_cores
+from .profiles import Profile, load_profile
+from .runs import (GENOME_METHODS, make_engine, make_experts, make_tasks, pool_for, run_dir_for, run_one,
+                            shared_cache_path)
+from .analysis import methods_where, load_results
 
 # %% auto #0
 __all__ = ['BASELINE_METHODS', 'ALL_METHODS', 'DYNAMIC_METHODS', 'LABEL_FREE_METHODS', 'PAPER_SEEDS', 'PAPER_TASKS',
            'PAPER_DOMAINS', 'ABLATIONS', 'ABLATION_LABELS', 'CPU_TARGETS', 'RACING', 'FIDELITY_BEFORE', 'CPU_METHODS',
            'HPARAM_GRID', 'EXPERIMENTS', 'BATCH_SIZES', 'UNCAPPED', 'PLANNERS', 'SECONDS_PER_TOKEN', 'PROMPT_TOKENS',
-           'CLOZE_TOKENS', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'REPORTS', 'SOURCES', 'batch_profile',
-           'experiment_params', 'RunSpec', 'Plan', 'hardware', 'hparam_draws', 'plan_experiment', 'estimate',
-           'estimate_batch', 'repo_path', 'run_plan', 'results_of', 'TableOut', 'frame_table', 'report',
-           'experiment_results', 'write_tables', 'write_figures']
+           'CLOZE_TOKENS', 'SEEDLESS_METHODS', 'EXPERTS_FIRST', 'batch_profile', 'experiment_params', 'RunSpec', 'Plan',
+           'hardware', 'hparam_draws', 'plan_experiment', 'estimate', 'estimate_batch', 'repo_path', 'run_plan',
+           'results_of']
 
 # %% ../nbs/14_experiments.ipynb #e27cc74f
 # every list of method names comes from analysis.METHOD_REGISTRY (the paper's Table 1 order)
@@ -200,7 +199,7 @@ class Plan:
 def hardware() -> dict:
     "The machine a timing run ran on, and a short slug naming it."
     import torch
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") if gpu else f"cpu{cores}"
     return dict(slug=slug, gpu=gpu, cpu=platform.processor() or platform.machine(), cores=cores)
@@ -334,7 +333,7 @@ CLOZE_TOKENS = {"qasc": 43, "arc_c": 60, "csqa": 49, "codah": 46}   # the cloze 
 @functools.lru_cache(maxsize=None)
 def _test_size(task: str) -> int:
     "Examples in a task's test split (1000, the paper's cap, where the split is not built or the task is synthetic)."
-    from genome_nb.data import load_split
+    from genome_nb.splits import load_split
     from genome_nb.tasks import TASKS
     if task not in TASKS: return 1000
     try: return len(load_split(TASKS[task].dataset, "test"))
@@ -475,265 +474,22 @@ def run_plan(
             if log: print(f"[{i}/{len(plan.specs)}] {rd.name}: {rows[-1]['status']} ({secs:.1f} s)", flush=True)
         return pd.DataFrame(rows)
 
+def _load_folders(folders, missing_ok: bool = False) -> list[pd.DataFrame | None]:
+    "load_results of each folder; with `missing_ok` a missing folder gives None and unfinished runs pass quietly (df.attrs['incomplete'] lists them)."
+    out = []
+    with warnings.catch_warnings():
+        if missing_ok: warnings.simplefilter("ignore")
+        for d in folders:
+            try: out.append(load_results(d))
+            except FileNotFoundError:
+                if not missing_ok: raise
+                out.append(None)
+    return out
+
 def results_of(plan: Plan, root: str | Path = "results") -> pd.DataFrame:
     "load_results of the plan's run directories only (other runs of the experiment folder are left out)."
     root = repo_path(root)
     folders = dict.fromkeys(s.experiment or plan.experiment for s in plan.specs)   # a shared run lives in its own experiment's folder
-    df = pd.concat([load_results(root / plan.profile.name / e) for e in folders], ignore_index=True)
+    df = pd.concat(_load_folders(root / plan.profile.name / e for e in folders), ignore_index=True)
     keep = {str(plan.run_dir(s, root)) for s in plan.specs}
     return df[df.run_dir.isin(keep)].reset_index(drop=True)
-
-# %% ../nbs/14_experiments.ipynb #4a6176f7
-@dataclass(repr=False)
-class TableOut:
-    "A table to show and to write (Markdown and LaTeX)."
-    title: str
-    markdown: str
-    latex: str
-    def _repr_markdown_(self): return f"**{self.title}**\n\n{self.markdown}"
-    def __repr__(self): return f"{self.title}\n{self.markdown}"
-
-def _out(title, t) -> TableOut: return TableOut(title, t.markdown, t.latex)
-
-def frame_table(df: pd.DataFrame, title: str, digits: int = 3) -> TableOut:
-    "A plain DataFrame as Markdown and LaTeX (numbers rounded to `digits`)."
-    def cell(v):
-        if isinstance(v, (float, np.floating)): return "n/a" if not np.isfinite(v) else f"{v:.{digits}f}"
-        return str(v)
-    rows = [[cell(v) for v in r] for r in df.itertuples(index=False)]
-    head = [str(c) for c in df.columns]
-    align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
-    return TableOut(title, _md_table(head, rows, align), _tex_table([_tex(h) for h in head], [[_tex(c) for c in r] for r in rows], align))
-
-def _own(df): return df[df.transfer_from.isna()] if "transfer_from" in df else df
-
-def _budget_frame(d: pd.DataFrame) -> pd.DataFrame:
-    """Per method: the full-validation evaluations it asked for (mean, min, max over runs; NaN for runs older than the
-    count), the distinct genomes it scored on validation (final.json's `evaluations`), and the cap it ran under."""
-    g = d.groupby("method", sort=False)
-    t = g.agg(runs=("seed", "nunique"), evaluations=("val_evaluations", "mean"), min=("val_evaluations", "min"),
-              max=("val_evaluations", "max"), genomes=("evaluations", "mean"), cap=("budget_cap", "max")).reset_index()
-    t = t.set_index("method").loc[_order_methods(d)].reset_index()
-    t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
-    return t
-
-def _order_methods(d: pd.DataFrame) -> list:
-    return [m for m in METHOD_LABELS if m in set(d.method)] + sorted(set(d.method) - set(METHOD_LABELS))
-
-def _report_single_task(df):
-    d = with_best_rows(_own(df))
-    out = {"table1": _out("Table 1: test scores, mean over seeds", table(d, std=False)),
-           "table12": _out("Table 12: mean ± std over seeds", table(d, std=True)),
-           "budget": frame_table(_budget_frame(d), "Validation budget per method: full-validation evaluations asked for (one genome on the whole validation split = 1) and genomes scored", 1)}
-    if "genome_plus" in set(d.method) and d.method.nunique() > 1:
-        pt = paired_table(d, "genome_plus", n_boot=2000, n_perm=2000)
-        cols = ["task", "b", "n_examples", "diff", "ci_low", "ci_high", "p_permutation", "p_holm"]
-        label = lambda f: f[cols].rename(columns={"b": "vs"}).assign(vs=lambda x: x.vs.map(lambda m: METHOD_LABELS.get(m, m)))
-        out["paired"] = frame_table(label(pt), "GENOME+ minus each method, per test example (paired bootstrap 95% CI, permutation test, Holm)")
-        if "genome_plus_best" in set(d.method):
-            pb = paired_table(d, "genome_plus_best", others=[m for m in _order_methods(d) if m not in ("genome_plus", "genome_plus_best")],
-                              n_boot=2000, n_perm=2000)
-            out["paired_best"] = frame_table(label(pb), "GENOME+'s best individual minus each method, per test example (as above)")
-    return out
-
-def _report_multi_task(df):
-    d = _own(df)
-    paper = [t for ts in PAPER_DOMAINS.values() for t in ts]
-    order = [t for t in paper if t in set(d.task)] + sorted(set(d.task) - set(paper))
-    return {"table2": _out("Table 2: multi-task domains (fitness = mean of the two tasks)",
-                           table(d, std=False, col_order=order, gains_vs=("model_swarms",)))}
-
-def _zero_shot_frame(df):
-    "Transfer rows (adapters scored on an unseen task) and label-free runs on the target, with their source."
-    d = df.copy()
-    lf = d.variant.fillna("").str.startswith("zero_shot_from:")
-    d.loc[lf, "transfer_from"] = d.loc[lf, "variant"].str.split(":", n=1).str[1]
-    return d
-
-def _report_zero_shot(df):
-    d = _zero_shot_frame(df)
-    tr = d[d.transfer_from.notna()].copy()
-    out = {}
-    own = _own(d)
-    lang_src = set(own[own.variant == "languages"].task)     # Table 4's pair: seen → unseen languages
-    all_pairs = list(tr[["transfer_from", "task"]].drop_duplicates().itertuples(index=False, name=None))
-    lang = [(s, t) for s, t in all_pairs if s in lang_src]
-    pairs = sorted(((s, t) for s, t in all_pairs if s not in lang_src), key=lambda st: (list(TASK_LABELS).index(st[0]) if st[0] in TASK_LABELS else 99, st))
-    if pairs:
-        t3 = tr[np.array([(s, t) in pairs for s, t in zip(tr.transfer_from, tr.task)], dtype=bool) & (tr.method != "best_single").to_numpy()].copy()
-        lab = {f"{s}>{t}": f"{TASK_LABELS.get(s, s)} → {TASK_LABELS.get(t, t)}" for s, t in pairs}
-        t3["pair"] = t3.transfer_from + ">" + t3.task
-        gfor = tuple(m for m in METHOD_LABELS if m in set(t3.method) and m != "expert_fusion")
-        pt = table(t3, cols="pair", std=False, col_order=list(lab), col_labels=lab, gains_vs=("expert_fusion",), gains_for=gfor)
-        out["table3"] = _out("Table 3: zero-shot transfer (adapted on the source, tested on the target)", pt)
-        if "expert_fusion" in pt.mean.index:
-            g = pt.gains.xs("expert_fusion", level="base") if len(pt.gains) else pd.DataFrame()
-            if len(g):
-                macro = g.mean(axis=1).rename("Macro Avg. %Δ vs Expert Fusion").reset_index().rename(columns={"row": "Method"})
-                macro["Method"] = macro.Method.map(lambda m: METHOD_LABELS.get(m, m))
-                out["table3_macro"] = frame_table(macro, "Table 3: macro average of the relative gains over Expert Fusion", 2)
-    for s, t in lang:
-        seen = own[(own.task == s) & (own.variant == "languages")]
-        unseen = tr[(tr.transfer_from == s) & (tr.task == t)]
-        both = pd.concat([seen, unseen])
-        out["table4"] = _out(f"Table 4: seen ({TASK_LABELS.get(s, s)}) and unseen ({TASK_LABELS.get(t, t)})",
-                             table(both, std=False, col_order=[s, t], gains_vs=("best_single",),
-                                   gains_for=tuple(m for m in METHOD_LABELS if m in set(both.method) and m != "best_single")))
-    return out
-
-def _report_scaling(df):
-    d = _own(df)
-    return {f"figure2_{t}": _out(f"Figure 2 data: {TASK_LABELS.get(t, t)} test score by population size N",
-                                  table(d[d.task == t], cols="N", gains_vs=(), col_labels={n: f"N={n:g}" for n in d.N.unique()}))
-            for t in sorted(d.task.unique())}
-
-def _report_ablation(df):
-    d = _own(df).rename(columns={"variant": "Setting"})
-    order = [v for v in ABLATIONS if v in set(d.Setting)]
-    return {"table5": _out("Table 5: ablation of GENOME+'s operators", table(
-        d, rows="Setting", std=False, row_order=order, row_labels=ABLATION_LABELS, gains_vs=("full",),
-        gains_for=tuple(v for v in order if v != "full")))}
-
-def _report_time_efficiency(df):
-    d = _own(df).copy()
-    d["where"] = d.task.map(lambda t: TASK_LABELS.get(t, t)) + " @ " + d.variant.fillna("?")
-    g = d.groupby(["method", "where"], sort=False)
-    t = g.agg(runs=("seed", "size"), score=("reported", "mean"), optimisation_s=("opt_seconds", "mean"),
-              scoring_s=("eval_seconds", "mean"), evaluations=("evaluations", "mean"),
-              val_evaluations=("val_evaluations", "mean"), engine_evaluations=("engine_evaluations", "mean"),
-              tokens=("tokens", "mean")).reset_index()
-    t["score"] = t.score * 100
-    t["method"] = t.method.map(lambda m: METHOD_LABELS.get(m, m))
-    return {"table6": frame_table(t, "Table 6: score and time per method, task and machine (means over seeds)", 1)}
-
-def _report_hparam_sweep(df):
-    d = _own(df)[["variant", "cr", "imr", "gmr", "test_best", "test_ensemble", "opt_seconds"]].sort_values("variant")
-    return {"sweep": frame_table(d.rename(columns={"variant": "run"}), "A.4: the sweep's runs (test, top-k ensemble, optimisation time)")}
-
-def _report_hparam_analysis(df):
-    hs = hparam_stats(_own(df))
-    return {"table9": TableOut("Table 9: correlations between the rates and the outcomes", hs.corr_markdown, hs.corr_latex),
-            "table10": TableOut("Table 10: OLS y = β0 + β1·cr + β2·imr + β3·gmr", hs.reg_markdown, hs.reg_latex)}
-
-def _report_validation_size(df):
-    d = _own(df)
-    return {f"table13_{t}": _out(f"Tables 13-15: {TASK_LABELS.get(t, t)} test score by validation size",
-                                  table(d[d.task == t], cols="n_val", gains_vs=(), col_labels={n: f"N={n:g}" for n in d.n_val.unique()}))
-            for t in sorted(d.task.unique())}
-
-def _report_racing(df):
-    "Per racing mode: test scores, cost, and each mode minus full evaluation per test example (paired over seeds)."
-    d = _own(df).copy()
-    parts = d.variant.fillna("racing=?").str.partition(" ")
-    d["method"] = parts[0]                               # the arms as methods, so that the paired tests tell them apart
-    d["setting"] = parts[2]                              # "" for the batch's own settings
-    out = {}
-    for (t, setting), dt in d.groupby(["task", "setting"], sort=True):
-        name = t + re.sub(r"[^A-Za-z0-9]+", "_", setting).rstrip("_")
-        where = TASK_LABELS.get(t, t) + (f" ({setting})" if setting else "")
-        g = dt.groupby("method", sort=False)
-        f = g.agg(runs=("seed", "size"), test_best=("test_best", "mean"), test_best_std=("test_best", "std"),
-                  test_ensemble=("test_ensemble", "mean"), test_ensemble_std=("test_ensemble", "std"),
-                  evaluations=("evaluations", "mean"), evaluations_saved=("race_saved", "mean"),
-                  optimisation_s=("opt_seconds", "mean"), tokens=("tokens", "mean")).reset_index()
-        order = {f"racing={v}": i for i, v in enumerate(RACING)}
-        f = f.sort_values("method", key=lambda s: s.map(order)).rename(columns={"method": "arm"})
-        out[name] = frame_table(f, f"Racing on {where}: test scores (mean, std over seeds), "
-                                            f"full-validation evaluations charged, evaluations saved, optimisation seconds, tokens", 3)
-        if "racing=off" in set(dt.method) and dt.method.nunique() > 1:
-            others = [m for m in f.arm if m != "racing=off"]
-            rows = []
-            for score in ("best_score", "ensemble_score"):
-                for m in others:
-                    r = paired_bootstrap(dt, m, "racing=off", t, n_boot=2000, n_perm=2000, score=score)
-                    rows.append(dict(arm=m, score=score.split("_")[0], diff=r["diff"], ci_low=r["ci_low"], ci_high=r["ci_high"],
-                                     p_permutation=r["p_permutation"]))
-            out[f"{name}_paired"] = frame_table(pd.DataFrame(rows), f"Racing minus full evaluation on {where}, "
-                                                                     f"per test example (paired bootstrap 95% CI, permutation test)")
-    return out
-
-def _report_fidelity(df):
-    "Per baseline and task: test before its fix (the pre-fix option) and after (Table 1's run), and after − before per test example."
-    d = _own(df)
-    d = d[d.method.isin(list(FIDELITY_BEFORE))]
-    d = d.assign(arm=np.where(d.variant.fillna("").str.startswith("f1_before:"), "before", "after"))
-    rows = []
-    for (t, m), g in d.groupby(["task", "method"], sort=False):
-        seeds = sorted(set(g[g.arm == "before"].seed) & set(g[g.arm == "after"].seed))   # the seeds both arms ran
-        if not seeds: continue
-        g = g[g.seed.isin(seeds)]
-        b, a = g[g.arm == "before"], g[g.arm == "after"]
-        r = paired_bootstrap(g.assign(method=m + ":" + g.arm), f"{m}:after", f"{m}:before", t, n_boot=2000, n_perm=2000,
-                             resample="seeds+examples" if len(seeds) > 1 else "examples")
-        rows.append(dict(task=t, method=METHOD_LABELS.get(m, m), before=b.variant.iloc[0].split(":", 1)[1], seeds=len(seeds),
-                         val_before=b.val_best.mean(), val_after=a.val_best.mean(), test_before=b.test_best.mean(),
-                         test_before_std=b.test_best.std(), test_after=a.test_best.mean(), test_after_std=a.test_best.std(),
-                         diff=r["diff"], ci_low=r["ci_low"], ci_high=r["ci_high"], p_permutation=r["p_permutation"]))
-    if not rows: raise ValueError("fidelity: no baseline has both a before-fix run and Table 1's run on the same seed")
-    return {"before_after": frame_table(pd.DataFrame(rows), "Each baseline before its fix (the option that restores it) and after "
-                                        "(Table 1's run), same seeds and validation draws: mean and std over seeds; after − before per "
-                                        "test example (bootstrap over seeds and examples, permutation test)")}
-
-REPORTS = {"single_task": _report_single_task, "equal_budget": _report_single_task, "multi_task": _report_multi_task, "zero_shot": _report_zero_shot,
-           "scaling": _report_scaling, "ablation": _report_ablation, "time_efficiency": _report_time_efficiency,
-           "hparam_sweep": _report_hparam_sweep, "hparam_analysis": _report_hparam_analysis,
-           "validation_size": _report_validation_size, "racing": _report_racing, "fidelity": _report_fidelity}
-# reports that read other experiments' runs: the folders, the first one required (fidelity's after arm is Table 1's)
-SOURCES = {"hparam_analysis": ("hparam_sweep",), "fidelity": ("fidelity", "single_task")}
-
-def report(experiment: str, df: pd.DataFrame) -> dict[str, TableOut]:
-    "The experiment's tables computed from its runs (load_results output)."
-    if experiment not in REPORTS: raise ValueError(f"no report for {experiment!r}; known: {list(REPORTS)}")
-    if not len(df): raise ValueError(f"{experiment}: no finished run to report")
-    return REPORTS[experiment](df)
-
-# %% ../nbs/14_experiments.ipynb #3d015113
-def experiment_results(root: str | Path, profile: str, experiment: str) -> pd.DataFrame | None:
-    "load_results of one experiment folder (None when it does not exist or holds no finished run)."
-    folders = [repo_path(root) / profile / f for f in SOURCES.get(experiment, (experiment,))]
-    if not folders[0].is_dir(): return None
-    dfs = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # unfinished runs are listed in df.attrs["incomplete"]
-        for i, d in enumerate(folders):
-            try: df = load_results(d)
-            except FileNotFoundError: df = None
-            if i == 0 and (df is None or not len(df)): return None   # the experiment's own folder holds no finished run
-            if df is not None and len(df): dfs.append(df)
-    return pd.concat(dfs, ignore_index=True)
-
-def write_tables(root: str | Path = "results", profile: str = "smoke") -> list[Path]:
-    "Write every experiment's tables (.md and .tex) under results/<profile>/tables/."
-    root = repo_path(root)
-    out_dir, written = root / profile / "tables", []
-    for name in REPORTS:
-        df = experiment_results(root, profile, name)
-        if df is None: continue
-        for key, t in report(name, df).items():
-            for ext, text in ((".md", f"**{t.title}**\n\n{t.markdown}"), (".tex", f"% {t.title}\n{t.latex}")):
-                p = out_dir / f"{name}_{key}{ext}"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_text(text, encoding="utf-8")
-                written.append(p)
-    return written
-
-def write_figures(root: str | Path = "results", profile: str = "smoke", figures: str | Path = "paper_figures") -> list[Path]:
-    "Regenerate the figures of the experiments found under results/<profile>/ into <figures>/<profile>/."
-    root, fig_dir, written = repo_path(root), repo_path(figures) / profile, []
-    df = experiment_results(root, profile, "scaling")
-    if df is not None and _own(df).N.nunique() >= 2:
-        plot_scaling(_own(df), fig_dir / "figure2_scaling.png"); written.append(fig_dir / "figure2_scaling.png")
-    df = experiment_results(root, profile, "single_task")
-    if df is not None and df.method.isin(GENOME_METHODS).any():
-        runs = sorted(df[df.method.isin(GENOME_METHODS)].run_dir.unique())
-        plot_fitness_curves(load_history(runs), fig_dir / "fitness_single_task.png"); written.append(fig_dir / "fitness_single_task.png")
-    df = experiment_results(root, profile, "hparam_sweep")
-    if df is not None and len(df) >= 2:
-        plot_hparam(_own(df), fig_dir / "hparam_sweep.png"); written.append(fig_dir / "hparam_sweep.png")
-    cap = root / profile / "experts" / "capabilities.csv"      # written by `genome-nb capabilities`
-    if cap.is_file():
-        from genome_nb.analysis import plot_capability_heatmap
-        df = pd.read_csv(cap)
-        plot_capability_heatmap(df[df.expert != "base"], fig_dir / "figure3_capabilities.png")
-        written.append(fig_dir / "figure3_capabilities.png")
-    return written

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 # %% auto #0
 __all__ = ['EMBEDDED', 'TINY', 'GGUF_WHEEL', 'GGUF_MODULE', 'GGUF_FILE', 'BF16_MARGIN', 'cache_dir', 'embedded_gguf',
-           'embedded_dir', 'cpu_has_native_bf16', 'linear_gflops', 'cpu_auto_dtype', 'resolve_dtype', 'load_tokenizer',
-           'tiny_random', 'load_base', 'chat']
+           'embedded_dir', 'usable_cores', 'cpu_has_native_bf16', 'linear_gflops', 'cpu_auto_dtype', 'resolve_dtype',
+           'load_tokenizer', 'tiny_random', 'load_base', 'chat']
 
 # %% ../nbs/05_models.ipynb #9e9e0e54
 EMBEDDED = "smollm2-135m-instruct"  # the embedded default base model
@@ -76,6 +76,10 @@ def embedded_dir(cache: str | Path | None = None) -> Path:
 # %% ../nbs/05_models.ipynb #e7ef2f93
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
            "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+def usable_cores() -> int:
+    "CPU cores this process may run on (its affinity mask where the OS has one, else the machine's count)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 def cpu_has_native_bf16() -> bool:
     "True when the CPU advertises native bf16 arithmetic (avx512_bf16 or AMX)."

@@ -103,12 +103,12 @@ class Profile(ConfigMixin):
         from genome_nb.evolution import GenomeConfig
         GenomeConfig.from_dict(d.get("genome", {}))  # validates the overrides now, naming any bad field
         GenomeConfig.from_dict({**d.get("genome", {}), **d.get("quickstart", {})})
-        from genome_nb.baselines import baseline_config
+        from genome_nb.registry import baseline_config
         for m, over in d.get("baselines", {}).items(): baseline_config(m, over)
         return cls(**d)
 
 CPU_TASKS = ("qasc", "arc_c", "csqa", "codah")   # the CPU testbed's targets (S1); first = the quickstart's: the one
-# where, on validation, an expert outside the target (csqa) beats the base model (10_experts: capability map)
+# where, on validation, an expert outside the target (csqa) beats the base model (10a_expert_pools: capability map)
 CPU_MODES = {"arc_c": "cloze_calibrated", "qasc": "cloze_calibrated", "csqa": "cloze_calibrated", "codah": "cloze_calibrated"}
 
 PROFILES = {
@@ -121,7 +121,7 @@ PROFILES = {
                          baselines=dict(lorahub=dict(budget=20), model_swarms=dict(iterations=3), merge3=dict(generations=5)),
                          expert_config=dict(batch_size=8, lr=1e-3), train_threads=1),
     # the CPU testbed of S1: the task-expert pool (leave-target-out), the targets where the base model beats chance and
-    # the majority label on validation, each in the mode chosen there (10_experts: mode_table / choose_modes; a test
+    # the majority label on validation, each in the mode chosen there (10a_expert_pools: mode_table / choose_modes; a test
     # keeps CPU_MODES equal to choose_modes of the committed results/cpu/experts/modes.csv), the paper's sizes and seeds
     "cpu": Profile("cpu", base="smollm2-135m-instruct", experts="built", pool="tasks", tasks=CPU_TASKS,
                    mode=dict(CPU_MODES), genome=dict(population_size=10, iterations=10, top_k=3),

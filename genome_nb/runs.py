@@ -49,7 +49,8 @@ def make_experts(profile: Profile, build: bool = True, progress: bool = True) ->
         gs = {f"random{s}": genome_from_model(random_lora_model(copy.deepcopy(base), spec, seed=s, scale=0.5)) for s in range(n + 1)}
         merged = gs.pop(f"random{n}")
         return gs, merged
-    from genome_nb.experts import DATA_MERGE, EXPERTS, ExpertConfig, expert_dirs, train_experts
+    from genome_nb.experts import DATA_MERGE, EXPERTS, ExpertConfig
+    from genome_nb.expert_pools import expert_dirs, train_experts
     if profile.experts == "built" and profile.pool == "tasks":
         dirs = task_pool_dirs(profile, build=build, progress=progress)
         return {n: load_adapter(p, base_model=profile.base) for n, p in dirs.items()}, None
@@ -93,7 +94,7 @@ def released_dir(profile: Profile) -> Path:
 
 def task_pool_dirs(profile: Profile, build: bool = True, progress: bool = True) -> dict:
     "The CPU pool's adapter directories: the released ones (sha256-checked) if the repository has them, else built in the cache."
-    from genome_nb.experts import TASK_EXPERTS, released_experts, task_experts_root, train_task_experts
+    from genome_nb.expert_pools import TASK_EXPERTS, released_experts, task_experts_root, train_task_experts
     rel = released_dir(profile)
     if (rel / "MANIFEST.json").is_file(): return released_experts(rel)
     if build: return train_task_experts(profile.base, progress=progress, threads=profile.train_threads)
@@ -124,7 +125,7 @@ def shared_cache_path(root: str | Path, profile: str) -> Path:
 
 def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
     "What config.json records about the profile (its name and the settings that change a score; sizes are in `evaluator`) and the data."
-    from genome_nb.data import manifest_digest, split_digest
+    from genome_nb.splits import manifest_digest, split_digest
     rec = dict(profile=profile.name, setup=dict(base=profile.base, dtype=profile.dtype, engine=profile.engine,
                                                  experts=profile.experts, mode=profile.mode))
     rec["data"] = {t.name: {s: split_digest(t.dataset, s, seed=evaluator.split_seed,
@@ -140,7 +141,7 @@ def run_record(profile: Profile, tasks: Sequence, evaluator) -> dict:
 
 def run_one(
     profile: Profile,
-    method: str,                  # "genome" | "genome_plus" | a baseline name (genome_nb.baselines.BASELINES)
+    method: str,                  # "genome" | "genome_plus" | a baseline name (genome_nb.registry.BASELINES)
     tasks: Sequence,              # Task objects (multi-task fitness: their mean)
     seed: int,
     run_dir: str | Path,
@@ -160,7 +161,7 @@ def run_one(
         from genome_nb.evolution import GenomeConfig, evolve
         cfg = GenomeConfig.from_dict({**profile.genome, **(config or {}), "seed": seed, "method": method})
         return evolve(experts, tasks, cfg, evaluator, run_dir, progress=progress, extra_config=extra)
-    from genome_nb.baselines import run_baseline
+    from genome_nb.registry import run_baseline
     cfg = {**profile.baselines.get(method, {}), **(config or {}), "seed": seed}
     kw = dict(adapter=merged) if method == "data_merge" else {}
     return run_baseline(method, experts, tasks, cfg, evaluator, run_dir, progress=progress, extra_config=extra, **kw)

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from .engines import Engine, EngineStats
 from .fitness import engine_base
+from .models import usable_cores
 
 # %% auto #0
 __all__ = ['PoolStats', 'EngineWorker', 'RayEngine']
@@ -62,7 +63,7 @@ class RayEngine(Engine):
             raise ValueError(f"RayEngine workers={workers!r}: use a positive integer")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"RayEngine threads={threads!r}: use a positive integer, or None for the cores divided among the workers")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         if threads is None and not gpus_per_worker: threads = max(1, cores // workers)
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from genome_nb.analysis import (CONVENTIONAL_STARS, PAPER_STARS, capability_ranks, find_run_dirs, hparam_stats,
-                                load_history, load_predictions, load_results, paired_bootstrap, paired_table,
-                                plot_capability_heatmap, plot_fitness_curves, plot_hparam, plot_scaling, stars, table)
+from genome_nb.analysis import find_run_dirs, load_predictions, load_results, paired_bootstrap, paired_table, table
+from genome_nb.hparams import CONVENTIONAL_STARS, PAPER_STARS, hparam_stats, stars
+from genome_nb.plots import capability_ranks, load_history, plot_capability_heatmap, plot_fitness_curves, plot_hparam, plot_scaling
 from genome_nb.synthetic import synthetic_runs, synthetic_sweep, write_synthetic_run
 
 METHODS = ("best_single", "model_swarms", "genome", "genome_plus")

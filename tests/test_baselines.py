@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from genome_nb.baselines import (BASELINES, BASELINE_CONFIGS, AnchorTask, LoraHubConfig, ModelSwarmsConfig, Merge3Config,
-                                 PackLLMConfig, baseline_config, fit_irt, irt_estimate, lorahub_objective, pack_weights,
-                                 run_baseline, select_anchors, _prompts)
+from genome_nb.lorahub import LoraHubConfig, lorahub_objective
+from genome_nb.merge3 import AnchorTask, Merge3Config, fit_irt, irt_estimate, select_anchors
+from genome_nb.pack import PackLLMConfig, pack_weights, _prompts
+from genome_nb.registry import BASELINES, BASELINE_CONFIGS, baseline_config, run_baseline
+from genome_nb.swarms import ModelSwarmsConfig
 from genome_nb.engines import HFEngine
 from genome_nb.fitness import Evaluator
 from genome_nb.genome import LoraSpec, genome_from_model, random_lora_model

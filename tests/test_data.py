@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from genome_nb import data as D
-from genome_nb.data import (DATASETS, DataError, Example, build_splits, load_split, register_examples)
+from genome_nb import data as D, splits as S
+from genome_nb.data import DATASETS, DataError, Example
+from genome_nb.splits import build_splits, load_split, register_examples
 
 try:
     RAW = D.raw_dir()
@@ -70,14 +71,14 @@ def test_train_pool_and_test_are_disjoint_including_groups(built):
                 assert not {e.id for e in parts[a]} & {e.id for e in parts[b]}, (name, a, b)
                 ga, gb = ({str(e.meta.get("group", e.id)) for e in parts[x]} for x in (a, b))
                 assert not ga & gb, f"{name}: a group (question/sentence/passage/dialogue) is in {a} and {b}"
-                if name in D.OFFICIAL:   # official files: no copied question / dialogue context across them either
-                    assert not {D.content_key(e) for e in parts[a]} & {D.content_key(e) for e in parts[b]}, (name, a, b)
+                if name in S.OFFICIAL:   # official files: no copied question / dialogue context across them either
+                    assert not {S.content_key(e) for e in parts[a]} & {S.content_key(e) for e in parts[b]}, (name, a, b)
 
 
 @needs_data
 def test_official_splits_come_from_their_files(built):
     out, man = built
-    for name, (t, p, tr) in D.OFFICIAL.items():
+    for name, (t, p, tr) in S.OFFICIAL.items():
         assert all(e.id.split("/")[1] == t or name == "csqa" for e in _load(out, name, "test")), name
         if name in ("emorynlp", "meld", "gsm8k", "mmlu"):
             assert all(e.id.split("/")[1] == p for e in _load(out, name, "pool")), name
@@ -101,9 +102,9 @@ def test_validation_draws(built):
         assert load_split(name, "validation", out_dir=out, draw=1) == a       # a draw is a function of its seed
         assert load_split(name, "validation", out_dir=out, draw=1, n=7) == a[:7]
         assert load_split(name, "validation", out_dir=out) == load_split(name, "validation", out_dir=out, n=None) == pool[:200]
-        assert D.split_digest(name, "validation", out_dir=out, draw=1) == hashlib.sha256(D._dump(a)).hexdigest()
-        assert D.split_digest(name, "validation", out_dir=out, draw=1) != D.split_digest(name, "validation", out_dir=out, draw=2)
-        assert D.split_digest(name, "validation", out_dir=out) == hashlib.sha256(D._dump(pool[:200])).hexdigest()
+        assert S.split_digest(name, "validation", out_dir=out, draw=1) == hashlib.sha256(S._dump(a)).hexdigest()
+        assert S.split_digest(name, "validation", out_dir=out, draw=1) != S.split_digest(name, "validation", out_dir=out, draw=2)
+        assert S.split_digest(name, "validation", out_dir=out) == hashlib.sha256(S._dump(pool[:200])).hexdigest()
     # a pool of 200 (mgsm, flores, mbpp): every draw is the same 200; test never depends on a draw
     assert load_split("mbpp", "validation", out_dir=out, draw=3) == _load(out, "mbpp", "validation")
     with pytest.raises(ValueError, match="draw"):
@@ -137,12 +138,12 @@ def test_heldout_rows_are_the_pool_and_test_source_rows(built):
     out, _ = built
     for name in D.INSTRUCT_SOURCES:
         held = {e.meta["source"] for s in ("pool", "test") for e in _load(out, name, s)}
-        assert D.heldout_rows(name) == held and len(held) == POOL[name] + EXPECTED[name], name
+        assert S.heldout_rows(name) == held and len(held) == POOL[name] + EXPECTED[name], name
         assert not held & {e.meta["source"] for e in _load(out, name, "train")}
-    assert "task156_codah_classification_adversarial:0" in D.heldout_rows("codah") | {
+    assert "task156_codah_classification_adversarial:0" in S.heldout_rows("codah") | {
         e.meta["source"] for e in _load(out, "codah", "train")}
     with pytest.raises(ValueError, match="not read from instruction data"):
-        D.heldout_rows("mmlu")
+        S.heldout_rows("mmlu")
 
 
 def test_build_refuses_overlapping_splits(tmp_path, monkeypatch):
@@ -150,15 +151,15 @@ def test_build_refuses_overlapping_splits(tmp_path, monkeypatch):
     parts = {"train": [mk(0, "g0"), mk(1, "shared")], "pool": [mk(2, "g2")], "validation": [mk(2, "g2")],
              "test": [mk(3, "shared")], "shots": []}
     with pytest.raises(DataError, match=r"syn: splits overlap .*train and test share group 'shared'"):
-        D.check_disjoint("syn", parts)
-    D.check_disjoint("syn", {**parts, "train": parts["train"][:1]})
+        S.check_disjoint("syn", parts)
+    S.check_disjoint("syn", {**parts, "train": parts["train"][:1]})
     copied = {**parts, "train": [mk(0, "g0"), Example("meld/train/d1u0", {"question": "Q3"}, "A", ("x", "y"), {"group": "g9"})]}
-    D.check_disjoint("syn", copied)                                      # content is checked for official splits only
+    S.check_disjoint("syn", copied)                                      # content is checked for official splits only
     with pytest.raises(DataError, match="share question/context"):
-        D.check_disjoint("meld", {**copied, "test": [Example("t", {"question": "q3 "}, "A", ("x", "y"), {"group": "g3"})]})
+        S.check_disjoint("meld", {**copied, "test": [Example("t", {"question": "q3 "}, "A", ("x", "y"), {"group": "g3"})]})
     # build_splits runs the guard and writes nothing for the dataset
-    monkeypatch.setattr(D, "_build_family", lambda fam, raw, seed: {"arc_c": parts})
-    monkeypatch.setattr(D, "raw_dir", lambda root=None: tmp_path)
+    monkeypatch.setattr(S, "_build_family", lambda fam, raw, seed: {"arc_c": parts})
+    monkeypatch.setattr(S, "raw_dir", lambda root=None: tmp_path)
     with pytest.raises(DataError, match="arc_c: splits overlap"):
         build_splits(tmp_path, tmp_path / "out", seed=0, names=["arc_c"])
     assert not (tmp_path / "out" / "arc_c").exists() and not (tmp_path / "out" / "manifest.json").exists()
@@ -184,9 +185,9 @@ def test_mmlu_pro_subsets_follow_the_category_rule(built):
     out, _ = built
     know = {e.meta["category"] for s in ("validation", "test") for e in _load(out, "mmlu_pro_knowledge", s)}
     reas = {e.meta["category"] for s in ("validation", "test") for e in _load(out, "mmlu_pro_reasoning", s)}
-    assert know <= set(D.MMLU_PRO_KNOWLEDGE) and reas <= set(D.MMLU_PRO_REASONING)
+    assert know <= set(S.MMLU_PRO_KNOWLEDGE) and reas <= set(S.MMLU_PRO_REASONING)
     assert {"law", "history", "psychology"} <= know and {"math", "physics", "computer science"} <= reas  # Table 11 text
-    assert not set(D.MMLU_PRO_KNOWLEDGE) & set(D.MMLU_PRO_REASONING)
+    assert not set(S.MMLU_PRO_KNOWLEDGE) & set(S.MMLU_PRO_REASONING)
 
 
 @needs_data
@@ -362,13 +363,13 @@ def test_data_dir_setting(tmp_path, monkeypatch):
 
 def test_assign_splits_is_group_aware_and_order_free():
     pool = [Example(f"t/{i}", {}, "A", None, {"group": f"g{i // 4}"}) for i in range(60)]
-    s = D.assign_splits(pool, seed=5, key="t", n_val=10, n_test=30, shot_groups=2)
+    s = S.assign_splits(pool, seed=5, key="t", n_val=10, n_test=30, shot_groups=2)
     assert [len(s[k]) for k in ("validation", "shots", "test")] == [10, 8, 30]
     groups = {k: {e.meta["group"] for e in v} for k, v in s.items()}
     assert not groups["validation"] & groups["test"] and not groups["shots"] & (groups["validation"] | groups["test"])
-    assert D.assign_splits(pool[::-1], seed=5, key="t", n_val=10, n_test=30, shot_groups=2) == s
+    assert S.assign_splits(pool[::-1], seed=5, key="t", n_val=10, n_test=30, shot_groups=2) == s
     with pytest.raises(DataError, match="fewer than 100"):
-        D.assign_splits(pool, seed=0, key="t", n_val=100)
+        S.assign_splits(pool, seed=0, key="t", n_val=100)
 
 
 @needs_data

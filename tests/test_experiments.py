@@ -6,10 +6,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from genome_nb.analysis import hparam_stats, load_results, METHOD_LABELS
+from genome_nb.analysis import load_results, METHOD_LABELS
+from genome_nb.hparams import hparam_stats
 from genome_nb.cli import experiment_notebooks, run_all
-from genome_nb.experiments import (ABLATIONS, ALL_METHODS, EXPERIMENTS, estimate_batch, hparam_draws, plan_experiment,
-                                   write_tables)
+from genome_nb.experiments import ABLATIONS, ALL_METHODS, EXPERIMENTS, estimate_batch, hparam_draws, plan_experiment
+from genome_nb.reports import write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "nbs" / "experiments"

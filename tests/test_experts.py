@@ -8,14 +8,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from genome_nb import experts as ex
-from genome_nb.experts import (DATA_MERGE, EXPERTS, DataFormatError, ExpertConfig, build_experts_main, encode_chat,
-                               expert_dirs, experts_root, merge_rows, read_oasst1, read_source, recipe_hash, select_rows,
-                               train_expert, train_experts)
+from genome_nb import experts as ex, expert_pools
+from genome_nb.experts import (DATA_MERGE, EXPERTS, DataFormatError, ExpertConfig, encode_chat, merge_rows, read_oasst1,
+                               read_source, recipe_hash, select_rows, train_expert)
+from genome_nb.expert_pools import build_experts_main, expert_dirs, experts_root, train_experts
 from genome_nb.models import TINY, load_base
 
 # Rows per source in ../shared/data/instruct (SOURCES.md), after the readers' choices.
-# cot and flan_v2 leave out the pool and test rows of the six target tasks read from them (data.heldout_rows):
+# cot and flan_v2 leave out the pool and test rows of the six target tasks read from them (splits.heldout_rows):
 # 18,858 - 6,172 and 17,988 - 1,400 (CODAH).
 COUNTS = dict(cot=12686, code_alpaca=2015, flan_v2=16588, gpt4_alpaca=999, oasst1=188, open_orca=284, science=1992,
               sharegpt=1923, wizardlm=1966, lima=1029)
@@ -53,7 +53,7 @@ def test_reader_counts_roles_and_ids(sources):
     assert {n: len(x) for n, x in sources.items()} == COUNTS
     assert sources["code_alpaca"].skipped == 2 and sum(x.skipped for x in sources.values()) == 2
     assert (sources["cot"].heldout, sources["flan_v2"].heldout) == (6172, 1400)
-    from genome_nb.data import heldout_rows
+    from genome_nb.splits import heldout_rows
     ids = {e["id"] for n in ("cot", "flan_v2") for e in sources[n]}
     for name in ("qasc", "codah"):
         assert not {f"{'flan_v2' if name == 'codah' else 'cot'}:{r}" for r in heldout_rows(name)} & ids
@@ -271,7 +271,7 @@ def test_train_experts_is_idempotent_and_retrains_on_change(tmp_path):
 def test_expert_dirs(tmp_path, tiny, monkeypatch):
     monkeypatch.setenv("GENOME_NB_CACHE", str(tmp_path / "cache"))
     assert experts_root(TINY) == tmp_path / "cache" / "experts" / TINY
-    assert ex._slug("google/gemma-2-2b-it") == "google--gemma-2-2b-it"
+    assert expert_pools._slug("google/gemma-2-2b-it") == "google--gemma-2-2b-it"
     with pytest.raises(FileNotFoundError, match="not built"):
         expert_dirs("built", base=TINY)
     for n in ("lima", "cot"):
@@ -303,7 +303,7 @@ def test_cpu_profile_modes_follow_the_committed_validation_evidence():
     "The cpu profile's targets and modes are what choose_modes picks from results/cpu/experts/modes.csv (validation only)."
     import pandas as pd
     from genome_nb.profiles import CPU_MODES, CPU_TASKS, PROFILES
-    from genome_nb.experts import choose_modes
+    from genome_nb.expert_pools import choose_modes
     table = pd.read_csv(Path(__file__).resolve().parents[1] / "results" / "cpu" / "experts" / "modes.csv")
     chosen = choose_modes(table)
     assert {t for t, m in chosen.items() if m} == set(CPU_TASKS)

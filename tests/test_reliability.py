@@ -13,14 +13,15 @@ import torch
 from safetensors.torch import save_file
 
 import genome_nb.data as data
+import genome_nb.splits as splits
 import genome_nb.evolution as evo
-from genome_nb.baselines import baseline_config, run_baseline
+from genome_nb.registry import baseline_config, run_baseline
 from genome_nb.cli import main
 from genome_nb.profiles import load_profile
 from genome_nb.engines import HFEngine
 from genome_nb.ensemble import ensemble_predict
-from genome_nb.evolution import (GenomeConfig, Individual, RunLock, evolve, load_checkpoint, run_environment,
-                                 save_checkpoint)
+from genome_nb.evolution import GenomeConfig, Individual, evolve, load_checkpoint, save_checkpoint
+from genome_nb.rundir import RunLock, run_environment
 from genome_nb.fitness import Evaluator, ScoreCache, TaskScore
 from genome_nb.genome import (CONFIG_NAME, WEIGHTS_NAME, LoraGenome, LoraSpec, genome_from_model, load_adapter,
                               random_lora_model, save_adapter, toy_genome)
@@ -314,15 +315,15 @@ def arc(tmp_path, monkeypatch):
 
 
 def test_hand_edited_split_is_refused(arc, tmp_path):
-    assert len(data.load_split("arc_c", "test")) == 772
+    assert len(splits.load_split("arc_c", "test")) == 772
     f = tmp_path / "splits" / "seed0" / "arc_c" / "validation.jsonl"
     text = f.read_text()
     f.write_text(text.replace('"reference": "A"', '"reference": "B"', 1))
     with pytest.raises(data.DataError, match="arc_c/validation.jsonl: sha256 differs from .*manifest.json"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
     f.write_text("")                                                      # emptied by hand
     with pytest.raises(data.DataError, match="sha256 differs"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
 
 
 def test_missing_field_names_file_line_and_field(arc):
@@ -330,20 +331,20 @@ def test_missing_field_names_file_line_and_field(arc):
     r = json.loads(rows[41]); del r["gold"]; rows[41] = json.dumps(r)
     arc.write_text("\n".join(rows) + "\n")
     with pytest.raises(data.DataError, match="arc_challenge.jsonl:42: missing field 'gold'"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
     r["gold"] = "B"; rows[41] = json.dumps(r)
     arc.write_text("\n".join(rows) + "\n")
     with pytest.raises(data.DataError, match="arc_challenge.jsonl:42: field 'gold'='B' is not an integer"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
 
 
 def test_empty_file_is_named(arc):
     arc.write_bytes(b"")
     with pytest.raises(data.DataError, match="arc_challenge.jsonl: empty file"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
     arc.write_bytes(b"\n\n")
     with pytest.raises(data.DataError, match="arc_challenge.jsonl: empty file"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
 
 
 def test_non_utf8_bytes_are_named(arc, tmp_path):
@@ -351,7 +352,7 @@ def test_non_utf8_bytes_are_named(arc, tmp_path):
     rows[9] = rows[9].replace(b"Question", b"Qu\xe9stion", 1)            # a Latin-1 byte on line 10
     arc.write_bytes(b"\n".join(rows))
     with pytest.raises(data.DataError, match="arc_challenge.jsonl:10: not valid UTF-8"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
     bbh = tmp_path / "raw2" / "bbh"
     shutil.copytree(RAW / "bbh", bbh, copy_function=shutil.copyfile)   # copies without the read-only modes
     bbh.chmod(0o755)
@@ -363,19 +364,19 @@ def test_non_utf8_bytes_are_named(arc, tmp_path):
 def test_missing_dataset_or_data_directory_is_named(arc, tmp_path, monkeypatch):
     shutil.rmtree(arc.parent)
     with pytest.raises(data.DataError, match="missing data file .*arc_challenge/arc_challenge.jsonl"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
     monkeypatch.setenv("GENOME_DATA_DIR", str(tmp_path / "no_such_dir"))
     with pytest.raises(FileNotFoundError, match="no raw data to build it: GENOME_DATA_DIR=.*no_such_dir is not a directory"):
-        data.load_split("arc_c", "validation")
+        splits.load_split("arc_c", "validation")
 
 
 def test_damaged_manifest_is_named(arc, tmp_path):
-    data.load_split("arc_c", "validation")
+    splits.load_split("arc_c", "validation")
     man = tmp_path / "splits" / "seed0" / "manifest.json"
     for blob, match in ((b"\xff\xfe{", "not valid UTF-8"), (b"", "not valid JSON"), (b"[1, 2]", "not a split manifest")):
         man.write_bytes(blob)
         with pytest.raises(data.DataError, match=f"manifest.json.*{match}.*delete it to rebuild"):
-            data.load_split("arc_c", "validation")
+            splits.load_split("arc_c", "validation")
 
 
 def test_corrupt_binary_formats_are_named(tmp_path):
@@ -389,10 +390,10 @@ def test_corrupt_binary_formats_are_named(tmp_path):
 
 def test_registered_task_data_has_a_digest():
     "split_digest pins a synthetic task's data too (what a smoke run's config.json should record)."
-    d = data.split_digest(task.dataset, "validation")
-    assert len(d) == 64 and d != data.split_digest(task.dataset, "test")
-    assert d == data.split_digest(make_toy_task(n=4, seed=0).dataset, "validation")       # same examples, same digest
-    assert d != data.split_digest(make_toy_task(n=4, seed=1, name="toy_other").dataset, "validation")
+    d = splits.split_digest(task.dataset, "validation")
+    assert len(d) == 64 and d != splits.split_digest(task.dataset, "test")
+    assert d == splits.split_digest(make_toy_task(n=4, seed=0).dataset, "validation")       # same examples, same digest
+    assert d != splits.split_digest(make_toy_task(n=4, seed=1, name="toy_other").dataset, "validation")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -403,7 +404,8 @@ WRITER = textwrap.dedent('''
     import json, sys, torch
     from pathlib import Path
     from genome_nb.genome import toy_genome
-    from genome_nb.evolution import Individual, atomic_write, save_checkpoint
+    from genome_nb.evolution import Individual, save_checkpoint
+    from genome_nb.rundir import atomic_write
     d = Path(sys.argv[1])
     pop = [Individual(f"i{k}", toy_genome(seed=k, layers=8, dim=256, r=8), 0.5, None, {}) for k in range(8)]  # ~4 MB
     gen = torch.Generator().manual_seed(0)
@@ -521,7 +523,7 @@ def test_score_cache_survives_torn_writes(tmp_path, monkeypatch):
 
 HOLDER = textwrap.dedent('''
     import sys, time
-    from genome_nb.evolution import RunLock
+    from genome_nb.rundir import RunLock
     lock = RunLock(sys.argv[1])
     print("locked", flush=True)
     time.sleep(120)
@@ -603,7 +605,7 @@ def test_smoke_config_pins_the_toy_task_data(smoke_runs):
     text = (smoke_runs[0] / "config.json").read_text()
     toy = make_toy_task(n=8, seed=0)                         # the smoke profile's task, as cli.make_tasks builds it
     for split in ("validation", "test"):
-        assert data.split_digest(toy.dataset, split) in text
+        assert splits.split_digest(toy.dataset, split) in text
 
 
 def test_environment_records_scoring_libraries():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from genome_nb.data import Example
-from genome_nb.tasks import (SandboxError, SandboxLimits, _namespace_prefix, get_task, run_sandboxed, sandbox_layers)
+from genome_nb.tasks import get_task
+from genome_nb.sandbox import SandboxError, SandboxLimits, _namespace_prefix, run_sandboxed, sandbox_layers
 
 FAST = SandboxLimits(timeout_s=4, cpu_s=1, memory_mb=512)
 HOST_ISOLATION = _namespace_prefix() is not None or os.geteuid() == 0   # OS layers beyond the audit hook

@@ -12,7 +12,8 @@ import pytest
 
 from genome_nb.data import Example
 from genome_nb.models import cache_dir
-from genome_nb.tasks import SandboxLimits, _child_lib, _namespace_prefix, get_task, run_sandboxed, sandbox_layers
+from genome_nb.tasks import get_task
+from genome_nb.sandbox import SandboxLimits, _child_lib, _namespace_prefix, run_sandboxed, sandbox_layers
 
 NS = _namespace_prefix() is not None
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 
-from genome_nb import data as D
-from genome_nb.data import DATASETS, Example, register_examples
-from genome_nb.tasks import (FIGURES, FIGURE_NUMBERS, TASKS, Task, corpus_bleu, drop_score, extract_code, find_answer,
-                             get_task, make_toy_task, normalize_math, register_task)
+from genome_nb import data as D, splits as S
+from genome_nb.data import DATASETS, Example
+from genome_nb.splits import register_examples
+from genome_nb.tasks import FIGURES, FIGURE_NUMBERS, TASKS, Task, get_task, make_toy_task, register_task
+from genome_nb.answers import corpus_bleu, drop_score, extract_code, find_answer, normalize_math
 
 try:
     RAW = D.raw_dir()
@@ -26,7 +27,7 @@ def splits(tmp_path_factory):
     root = tmp_path_factory.mktemp("splits")
     mp = pytest.MonkeyPatch()
     mp.setenv("GENOME_SPLITS_DIR", str(root))
-    D.build_splits(seed=0)
+    S.build_splits(seed=0)
     yield root
     mp.undo()
 
