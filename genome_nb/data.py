@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_data.ipynb #ef96d682
 from __future__ import annotations
-import ast, csv, gzip, hashlib, io, json, os, re, tempfile, urllib.request, zlib
+import ast, csv, gzip, hashlib, io, json, os, re, urllib.request, zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .rundir import atomic_write   # one writer of files that must not tear (fsync, then rename)
 
 # %% auto #0
 __all__ = ['DATASETS', 'TARGET_DATASETS', 'ALL_DATASETS', 'SPLITS', 'N_VAL', 'N_POOL', 'N_TEST', 'SPLIT_VERSION', 'MGSM_LANGS',
@@ -173,12 +175,6 @@ def _sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         while block := f.read(1 << 20): h.update(block)
     return h.hexdigest()
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f: f.write(data)
-    os.replace(tmp, path)
 
 # %% ../nbs/03_data.ipynb #8aba0974
 def _letter(i: int) -> str: return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i]
@@ -451,7 +447,7 @@ def _parse_cot(name: str, q: str, a: str, where: str) -> tuple[str, tuple[str, .
     lines = [l.strip() for l in block.split("\n") if l.strip()]
     if name == "strategyqa":
         if sep: raise DataError(f"{where}: strategyqa rows have no options block")
-        opts, gold, key = ("yes", "no"), a.strip().lower(), q
+        opts, gold = ("yes", "no"), a.strip().lower()
         if gold not in opts: raise DataError(f"{where}: field 'answer'={a!r} is not yes/no")
         return q.strip(), opts, _letter(opts.index(gold)), _norm(q)
     if name == "creak":
@@ -552,6 +548,6 @@ def download_raw(dest: str | Path, overwrite: bool = False) -> dict[str, str]:
             with urllib.request.urlopen(url, timeout=60) as r: data = r.read()
             if data.startswith(b"version https://git-lfs"):
                 raise DataError(f"{url} is a Git LFS pointer, not the file; fetch it with git lfs from {repo}")
-            _atomic_write(target, data)
+            atomic_write(target, data)
         got[rel] = _sha256_file(target)
     return got

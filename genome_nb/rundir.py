@@ -8,8 +8,6 @@ import contextlib, fcntl, json, os, platform
 from pathlib import Path
 from typing import Mapping
 
-import torch
-
 # %% auto #0
 __all__ = ['atomic_write', 'write_json', 'RunLock', 'run_environment', 'diff_configs']
 
@@ -56,6 +54,7 @@ class RunLock:
 def run_environment() -> dict:
     "Library versions and torch's thread count, recorded in config.json (not compared on resume)."
     import importlib.metadata as md
+    import torch   # here, not at the top: `data` imports `atomic_write` from this module and must not pull torch in
     from genome_nb import __version__
     libs = ("transformers", "peft", "numpy", "tokenizers", "safetensors", "sacrebleu", "scipy", "nevergrad")
     return dict(genome_nb=__version__, python=platform.python_version(), torch=torch.__version__,

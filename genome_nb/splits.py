@@ -15,7 +15,8 @@ from .data import (ALL_DATASETS, FLORES101, FLORES37, FLORES_LANGUAGES, FLORES_S
                             DataError, Example, instruct_dir, load_arc_c, load_bbh, load_codah, load_cot_mc,
                             load_csqa, load_drop, load_emorynlp, load_flores_sentences, load_gsm8k, load_math,
                             load_mbpp, load_meld, load_mgsm, load_mmlu, load_mmlu_pro, raw_dir, read_json, splits_dir,
-                            _FALLBACK_LINES, _atomic_write, _exists, _norm, _sha256_file)
+                            _FALLBACK_LINES, _exists, _norm, _sha256_file)
+from .rundir import atomic_write
 
 # %% auto #0
 __all__ = ['MMLU_PRO_REASONING', 'MMLU_PRO_KNOWLEDGE', 'PAPER_SIZES', 'SPECS', 'LOADERS', 'OFFICIAL', 'hash_order',
@@ -362,7 +363,7 @@ def build_splits(
                     if not exs: continue             # no train (or shots) for this dataset
                     data = _dump(exs)
                     rel = f"{name}/{part}.jsonl"
-                    _atomic_write(out / rel, data)
+                    atomic_write(out / rel, data)
                     entry["splits"][part] = {"file": rel, "count": len(exs), "sha256": hashlib.sha256(data).hexdigest(),
                                              "ids": [e.id for e in exs]}
                 entry["paper"] = dict(zip(("validation", "test"), PAPER_SIZES.get(name, (N_VAL, N_TEST))))
@@ -371,7 +372,7 @@ def build_splits(
                 entry["note"] = spec.note
                 manifest["datasets"][name] = entry
         manifest["datasets"] = dict(sorted(manifest["datasets"].items()))
-        _atomic_write(out / "manifest.json", (json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode())
+        atomic_write(out / "manifest.json", (json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode())
     return manifest
 
 # %% ../nbs/03a_splits.ipynb #38a279b7

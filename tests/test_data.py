@@ -376,3 +376,11 @@ def test_assign_splits_is_group_aware_and_order_free():
 def test_math_gold_is_the_last_boxed_answer():
     exs = {e.id: e for e in D.load_math(RAW)}
     assert len(exs) == 5000 and all(e.reference for e in exs.values())
+
+
+def test_data_build_does_not_import_torch():
+    "`data` and `splits` write through `rundir.atomic_write`; importing them must not pull torch in (rundir imports it lazily)."
+    import subprocess, sys
+    code = "import sys, genome_nb.data, genome_nb.splits; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False", out
