@@ -117,16 +117,31 @@ def test_plans_for_every_profile_and_the_cpu_small_budget():
         plan_experiment("single_task", Profile("mine", base="tiny-random"))
 
 
-def test_the_committed_cpu_small_tables_regenerate_byte_identically(tmp_path):
-    "The cpu-small tables in the repository come from its committed run directories alone (no model, no cache)."
+@pytest.mark.parametrize("profile", ["cpu-small", "cpu"])
+def test_the_committed_tables_regenerate_byte_identically(tmp_path, profile):
+    "A profile's tables in the repository come from its committed run directories alone (no model, no cache)."
     import shutil
-    src = ROOT / "results" / "cpu-small"
+    src = ROOT / "results" / profile
     committed = {p.name: p.read_bytes() for p in (src / "tables").iterdir()}
     assert any(n.startswith("single_task_") for n in committed), sorted(committed)
-    shutil.copytree(src, tmp_path / "cpu-small", ignore=shutil.ignore_patterns(
-        "tables", "_cache", "cache", "adapters", "checkpoint*", ".lock", "*.ipynb"))
-    write_tables(tmp_path, "cpu-small")
-    assert {p.name: p.read_bytes() for p in (tmp_path / "cpu-small" / "tables").iterdir()} == committed
+    shutil.copytree(src, tmp_path / profile, ignore=shutil.ignore_patterns(
+        "tables", "_cache", "cache", "adapters", "checkpoint*", ".lock", "*.ipynb", "experts"))
+    write_tables(tmp_path, profile)
+    assert {p.name: p.read_bytes() for p in (tmp_path / profile / "tables").iterdir()} == committed
+
+
+def test_table1_paired_interval_carries_the_seed_noise():
+    "With several seeds, Table 1's paired interval is the two-level bootstrap (seeds and examples), wider than the examples-only one."
+    from genome_nb.analysis import paired_bootstrap, with_best_rows
+    from genome_nb.reports import experiment_results
+    df = experiment_results(ROOT / "results", "cpu", "single_task")
+    d = with_best_rows(df[df.task == "csqa"])
+    two = paired_bootstrap(d, "genome_plus", "best_single", "csqa", n_boot=2000, n_perm=200, resample="seeds+examples")
+    one = paired_bootstrap(d, "genome_plus", "best_single", "csqa", n_boot=2000, n_perm=200)
+    assert two["seeds_a"] == 5 and two["ci_high"] - two["ci_low"] > 1.5 * (one["ci_high"] - one["ci_low"])
+    text = (ROOT / "results" / "cpu" / "tables" / "single_task_paired.md").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("| csqa | Best Single |"))
+    assert f"| {two['ci_low']:.3f} | {two['ci_high']:.3f} |" in line, line
 
 
 def test_racing_plan_arms_settings_and_bad_input():
