@@ -8,7 +8,7 @@ import ast, csv, gzip, hashlib, io, json, os, re, urllib.request, zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,6 +131,13 @@ def read_parquet(path: Path) -> list[dict]:
     if not rows: raise DataError(f"{path}: empty file (no records)")
     return rows
 
+def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
+    "(index, where, row) of each record of a .jsonl(.gz) or parquet file; `where` names the file and line (row) in errors."
+    if path.suffix == ".parquet":
+        for i, r in enumerate(read_parquet(path)): yield i, f"{path} row {i}", r
+    else:
+        for i, r in enumerate(read_jsonl(path)): yield i, f"{path}:{i + 1}", r
+
 def read_text(path: Path) -> str:
     "A strict UTF-8 text file; bytes that are not UTF-8 raise a DataError naming the file and line."
     data = _exists(path).read_bytes()
@@ -183,8 +190,7 @@ def load_mmlu(raw: Path, split: str = "test") -> list[Example]:
     "MMLU's `test` (the test pool) or `validation` (the validation pool) parquet."
     path = raw / "mmlu" / f"{split}.parquet"
     out = []
-    for i, r in enumerate(read_parquet(path)):
-        where = f"{path} row {i}"
+    for i, where, r in _records(path):
         choices, ans = list(_need(r, "choices", where)), _need(r, "answer", where)
         if len(choices) != 4 or not 0 <= _int(ans, "answer", where) < 4: raise DataError(f"{where}: field 'choices'/'answer' malformed: {choices!r}, {ans!r}")
         out.append(Example(f"mmlu/{split}/{i}", {"question": _need(r, "question", where), "subject": _need(r, "subject", where)},
@@ -194,8 +200,7 @@ def load_mmlu(raw: Path, split: str = "test") -> list[Example]:
 def load_mmlu_pro(raw: Path) -> list[Example]:
     path = raw / "mmlu_pro" / "test.parquet"
     out = []
-    for i, r in enumerate(read_parquet(path)):
-        where = f"{path} row {i}"
+    for i, where, r in _records(path):
         opts, ans = list(_need(r, "options", where)), _need(r, "answer", where)
         if ans not in [_letter(i) for i in range(len(opts))]:
             raise DataError(f"{where}: field 'answer'={ans!r} is not a letter of the {len(opts)} options")
@@ -210,8 +215,7 @@ def load_gsm8k(raw: Path, split: str = "test") -> list[Example]:
     "GSM8K's `test` or `train` file."
     path = raw / "gsm8k" / f"{split}.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         sol = _need(r, "answer", where)
         if "####" not in sol: raise DataError(f"{where}: field 'answer' has no '#### <number>' line")
         out.append(Example(f"gsm8k/{split}/{i}", {"question": _need(r, "question", where)},
@@ -235,8 +239,7 @@ def last_boxed(text: str) -> str | None:
 def load_math(raw: Path) -> list[Example]:
     path = raw / "math" / "test.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         ans = last_boxed(_need(r, "solution", where))
         if ans is None: raise DataError(f"{where}: field 'solution' has no \\boxed{{}} answer")
         out.append(Example(f"math/test/{_need(r, 'idx', where)}", {"question": _need(r, "problem", where)}, ans, None,
@@ -313,8 +316,7 @@ def load_flores_sentences(raw: Path) -> dict[str, list[str]]:
 def load_arc_c(raw: Path) -> list[Example]:
     path = raw / "arc_challenge" / "arc_challenge.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         q, choices, gold = _need(r, "query", where), list(_need(r, "choices", where)), _int(_need(r, "gold", where), "gold", where)
         if not 0 <= gold < len(choices): raise DataError(f"{where}: field 'gold'={gold} out of range for {len(choices)} choices")
         q = q[len("Question:"):].strip() if q.startswith("Question:") else q.strip()
@@ -325,8 +327,7 @@ def load_csqa(raw: Path, split: str = "dev") -> list[Example]:
     "CommonsenseQA's `dev` (our test pool: test labels are unpublished) or `train` file."
     path = raw / "csqa" / f"{split}_rand_split.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         q = _need(r, "question", where)
         choices = sorted(_need(q, "choices", where + " question"), key=lambda c: c["label"])
         labels = [c["label"] for c in choices]
@@ -354,8 +355,7 @@ def load_bbh(raw: Path) -> list[Example]:
 def load_drop(raw: Path) -> list[Example]:
     path = raw / "drop" / "drop_v0_dev.jsonl.gz"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         ctx, refs = _need(r, "context", where), _need(r, "ref_text", where)
         answers = [a for a in refs.split("|") if a.strip()]
         if not answers: raise DataError(f"{where}: field 'ref_text' holds no answer")
@@ -411,8 +411,7 @@ def load_meld(raw: Path, split: str = "test") -> list[Example]:
 def load_mbpp(raw: Path) -> list[Example]:
     path = raw / "mbpp" / "mbpp.jsonl"
     out = []
-    for i, r in enumerate(read_jsonl(path)):
-        where = f"{path}:{i + 1}"
+    for i, where, r in _records(path):
         tests = list(_need(r, "test_list", where))
         if not tests: raise DataError(f"{where}: field 'test_list' is empty")
         setup = (r.get("test_setup_code") or "").replace("\r\n", "\n")
