@@ -86,9 +86,10 @@ def _heldout(path: Path) -> set[str]:
     return set()
 
 def _collect(source: str, rows) -> Examples:
-    "Build examples from (id, messages) pairs, dropping those with an empty message."
+    "Build examples from (id, messages) pairs, dropping those with an empty message; messages None marks a held-out row."
     out = Examples()
     for rid, messages in rows:
+        if messages is None: out.heldout += 1; continue
         if any(not m["content"].strip() for m in messages): out.skipped += 1; continue
         out.append({"id": f"{source}:{rid}", "source": source, "messages": messages})
     return out
@@ -99,7 +100,6 @@ def _turn(user: str, assistant: str) -> list[dict]:
 # %% ../nbs/10_experts.ipynb #962610ce
 def read_cot(folder: Path, source: str = "cot") -> Examples:
     "FLAN v2 CoT tsv files (question ⇥ answer ⇥ rationale): question → rationale + answer; rows in a target task's pool or test are held out."
-    held = [0]
     def rows():
         for path in _files(folder, "*.tsv"):
             skip = _heldout(path)
@@ -108,12 +108,10 @@ def read_cot(folder: Path, source: str = "cot") -> Examples:
                     if len(rec) != 3:
                         raise DataFormatError(f"{path}: line {i}: expected 3 tab-separated fields "
                                               f"(question, answer, rationale), got {len(rec)}")
-                    if f"{path.name}:{i}" in skip: held[0] += 1; continue
+                    if f"{path.name}:{i}" in skip: yield f"{path.name}:{i}", None; continue
                     q, a, r = (s.replace("\\n", "\n").strip() for s in rec)
                     yield f"{path.name}:{i}", _turn(q, f"{r}\nSo the answer is {a}." if a else "")
-    out = _collect(source, rows())
-    out.heldout = held[0]
-    return out
+    return _collect(source, rows())
 
 def read_alpaca(path: Path, source: str, response: str = "output") -> Examples:
     "A JSON list of {instruction, input?, output|response, history?} (Alpaca / LIMA / GPTeacher / Evol-Instruct)."
@@ -134,7 +132,6 @@ def read_alpaca(path: Path, source: str, response: str = "output") -> Examples:
 
 def read_niv2(folder: Path, source: str = "flan_v2") -> Examples:
     "Super-NaturalInstructions task files: definition + instance input → first reference output; instances in a target task's pool or test (CODAH) are held out."
-    held = [0]
     def rows():
         for path in _files(folder, "*.json"):
             skip = _heldout(path)
@@ -151,11 +148,9 @@ def read_niv2(folder: Path, source: str = "flan_v2") -> Examples:
                 if not (isinstance(outs, list) and outs and isinstance(outs[0], str)):
                     raise DataFormatError(f"{path}: {where}: field 'output' should be a non-empty list of strings")
                 inp = _text(x, "input", path, where).strip()
-                if f"{path.stem}:{i}" in skip: held[0] += 1; continue
+                if f"{path.stem}:{i}" in skip: yield f"{path.stem}:{i}", None; continue
                 yield f"{path.stem}:{i}", _turn(f"Definition: {d.strip()}\n\nInput: {inp}\nOutput:", outs[0].strip())
-    out = _collect(source, rows())
-    out.heldout = held[0]
-    return out
+    return _collect(source, rows())
 
 def read_open_orca(path: Path, source: str = "open_orca") -> Examples:
     "Open-Orca DPO pairs: the system + user messages → the preferred (GPT-4) answer."
